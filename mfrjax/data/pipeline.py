@@ -1,0 +1,201 @@
+"""Grain pipelines: the (masked, unmasked) pair stream for training and padded eval batches.
+
+Training stream, per process:
+
+    EpochPairs (seeded pairs of image indices, re-drawn every epoch)
+      -> slice [process_index::process_count]        (each host reads its own share)
+      -> random_map(load + mask + augment)            (per-example seeded RNG)
+      -> batch(global_batch / process_count)
+      -> to_iter_dataset(threads, prefetch)           (checkpointable iterator)
+
+The pair list of epoch e is a pure function of (seed, e), so the stream is the same on
+every run and a restored iterator continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+
+import grain
+import jax
+import numpy as np
+
+from mfrjax.data import sources, transforms
+
+SAMPLERS = ("random", "couples")
+
+
+def build_faceset(data_cfg, seed: int):
+  """Returns the face set named by `config.data.source`."""
+  if data_cfg.source == "synthetic":
+    s = data_cfg.synthetic
+    return sources.SyntheticFaceSet(s.num_identities, s.images_per_identity,
+                                    data_cfg.image_size, seed=s.seed)
+  if data_cfg.source == "folder":
+    if not data_cfg.root:
+      raise ValueError("config.data.source='folder' needs config.data.root=/path/to/faces")
+    return sources.FolderFaceSet(data_cfg.root, data_cfg.masked_root or None,
+                                 data_cfg.mask_source)
+  raise ValueError(f"unknown config.data.source={data_cfg.source!r}; valid: 'synthetic', "
+                   "'folder'")
+
+
+def images_by_identity(labels: np.ndarray, identity_ids: np.ndarray) -> list[np.ndarray]:
+  """Image indices of each identity in `identity_ids`, in order."""
+  order = np.argsort(labels, kind="stable")
+  bounds = np.searchsorted(labels[order], np.stack([identity_ids, identity_ids + 1]))
+  return [order[a:b] for a, b in bounds.T]
+
+
+def epoch_pairs(groups: list[np.ndarray], sampler: str, seed: int, epoch: int) -> np.ndarray:
+  """The (masked image, unmasked image) index pairs of one epoch, shuffled.
+
+  Args:
+    groups: image indices of each training identity.
+    sampler: 'random': every image once as the masked view, paired with a random other
+      image of the same person (itself when it is alone); 'couples' (the seed paper's
+      new sampler): each identity's images are shuffled and cut into n // 2 disjoint
+      couples, so all of them are used as pairs each epoch.
+    seed: data seed.
+    epoch: epoch number; each epoch draws new pairs.
+
+  Returns:
+    int64 array (L, 2); L does not depend on the epoch.
+  """
+  rng = np.random.default_rng([seed, 11, epoch])
+  out = []
+  for imgs in groups:
+    n = len(imgs)
+    if sampler == "random":
+      if n == 1:
+        out.append(np.stack([imgs, imgs], 1))
+        continue
+      other = (np.arange(n) + rng.integers(1, n, size=n)) % n  # never the same image
+      out.append(np.stack([imgs, imgs[other]], 1))
+    elif sampler == "couples":
+      perm = rng.permutation(imgs)[: n - n % 2]
+      out.append(perm.reshape(-1, 2))
+    else:
+      raise ValueError(f"unknown config.data.sampler={sampler!r}; valid: {SAMPLERS}")
+  pairs = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
+  return pairs[rng.permutation(len(pairs))]
+
+
+class EpochPairs(Sequence):
+  """`num_epochs` epochs of pairs as one random-access sequence (grain MapDataset source)."""
+
+  def __init__(self, groups: list[np.ndarray], sampler: str, seed: int, num_epochs: int):
+    self.groups, self.sampler, self.seed = groups, sampler, seed
+    self.per_epoch = len(epoch_pairs(groups, sampler, seed, 0))
+    if self.per_epoch == 0:
+      raise ValueError(f"sampler {sampler!r} finds no training pairs: every training identity "
+                       "has fewer than 2 images")
+    self.num_epochs = num_epochs
+    self._epoch = functools.lru_cache(maxsize=2)(self._pairs)
+
+  def _pairs(self, epoch: int) -> np.ndarray:
+    return epoch_pairs(self.groups, self.sampler, self.seed, epoch)
+
+  def __len__(self) -> int:
+    return self.per_epoch * self.num_epochs
+
+  def __getitem__(self, k: int) -> np.ndarray:
+    epoch, i = divmod(int(k), self.per_epoch)
+    return self._epoch(epoch)[i]
+
+
+class ViewLoader:
+  """Loads one view of an image: decode, crop/resize, mask if asked, as uint8 (S, S, C)."""
+
+  def __init__(self, faceset, data_cfg, seed: int):
+    self.faceset, self.cfg, self.seed = faceset, data_cfg, seed
+
+  def __call__(self, index: int, masked: bool, variant: int) -> np.ndarray:
+    cfg, fs = self.cfg, self.faceset
+    try:
+      img = fs.load(index, masked and fs.masked_files, variant)
+    except sources.ImageReadError:
+      raise
+    except Exception as e:  # name the image whatever went wrong
+      raise RuntimeError(f"failed to load {fs.describe(index)}: {e}") from e
+    img = transforms.preprocess(img, cfg.image_size, cfg.channels, cfg.crop_fraction)
+    if masked and not fs.masked_files:
+      # Same mask for the same image and variant, whatever the worker or the run.
+      img = transforms.draw_mask(img, np.random.default_rng([self.seed, 13, index, variant]),
+                                 cfg.mask_top)
+    return img
+
+
+class _MakePair(grain.transforms.RandomMap):
+  def __init__(self, loader: ViewLoader, labels: np.ndarray, aug_cfg):
+    self.loader, self.labels, self.aug = loader, labels, aug_cfg
+
+  def random_map(self, pair, rng: np.random.Generator):
+    i, j = int(pair[0]), int(pair[1])
+    variant = int(rng.integers(1 << 16))
+    views = {"masked": self.loader(i, True, variant), "unmasked": self.loader(j, False, 0)}
+    a = self.aug
+    for k in views:
+      views[k] = transforms.augment(views[k], rng, a.flip, a.max_shift, a.brightness,
+                                    a.contrast)
+    views["label"] = np.int32(self.labels[i])
+    return views
+
+
+def train_dataset(faceset, train_ids: np.ndarray, data_cfg, *, global_batch: int,
+                  num_epochs: int, seed: int) -> grain.IterDataset:
+  """The training pair stream of this process (see module docstring).
+
+  Args:
+    faceset: a face set (sources.py).
+    train_ids: identity ids used for training.
+    data_cfg: `config.data`.
+    global_batch: batch size over all processes; must divide by the process count.
+    num_epochs: epochs of pairs in the stream.
+    seed: data seed.
+
+  Returns:
+    A grain IterDataset of dicts {'masked', 'unmasked': uint8 (B, S, S, C),
+    'label': int32 (B,)} with B = global_batch / process_count.
+  """
+  n_proc, pid = jax.process_count(), jax.process_index()
+  if global_batch % n_proc:
+    raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
+  groups = images_by_identity(faceset.labels, train_ids)
+  pairs = EpochPairs(groups, data_cfg.sampler, seed, num_epochs)
+  ds = grain.MapDataset.source(pairs).seed(seed)
+  ds = ds[pid::n_proc]
+  ds = ds.random_map(_MakePair(ViewLoader(faceset, data_cfg, seed), faceset.labels,
+                               data_cfg.augment))
+  ds = ds.batch(global_batch // n_proc, drop_remainder=True)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
+                                              prefetch_buffer_size=data_cfg.prefetch))
+
+
+def pairs_per_epoch(faceset, train_ids: np.ndarray, sampler: str) -> int:
+  """Number of training pairs in one epoch."""
+  return len(epoch_pairs(images_by_identity(faceset.labels, train_ids), sampler, 0, 0))
+
+
+def eval_batches(faceset, indices: np.ndarray, data_cfg, seed: int,
+                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """Unmasked and masked views of `indices` in fixed-size batches, never dropping one.
+
+  The last batch is padded by repeating its first example and carries `valid`, so one
+  compiled shape serves every batch and padded rows are never counted.
+
+  Yields:
+    dicts {'unmasked', 'masked': uint8 (batch_size, S, S, C), 'valid': bool (batch_size,)}.
+  """
+  loader = ViewLoader(faceset, data_cfg, seed)
+  ds = grain.MapDataset.source(np.asarray(indices)).map(
+      lambda i: {"unmasked": loader(int(i), False, 0), "masked": loader(int(i), True, 0)})
+  ds = ds.batch(batch_size, drop_remainder=False)
+  for batch in ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers)):
+    n = len(batch["unmasked"])
+    pad = batch_size - n
+    out = {k: np.concatenate([v, np.repeat(v[:1], pad, 0)]) if pad else v
+           for k, v in batch.items()}
+    out["valid"] = np.arange(batch_size) < n
+    yield out

@@ -1,0 +1,200 @@
+"""Face sets: where images come from (folders on disk or the embedded synthetic set).
+
+On-disk format (documented in the README):
+
+    <root>/<identity>/<image>.<ext>                      unmasked images
+    <root>/<identity>/<image>_mask<anything>.<ext>       masked variants, beside them, or
+    <masked_root>/<identity>/<image><anything>.<ext>     masked variants in a parallel tree
+
+`<ext>` is any of jpg, jpeg, png, pgm, ppm, bmp, webp. ORL (`s1/1.pgm`) and LFW
+(`Name/Name_0001.jpg`) are read as they are. A set without masked files can have masks
+drawn at load time (`config.data.mask_source = 'draw'`).
+
+Every face set exposes the same small interface, so the pipeline and the evaluator do
+not care where pixels come from:
+
+    identities: tuple[str, ...]   names, index = label
+    labels:     int32[num_images] identity index of every image
+    groups:     tuple[str, ...] | None, one group name per identity (synthetic sets)
+    masked_files: bool            whether `load(i, masked=True)` gives a real masked image
+    load(i, masked, variant) -> uint8 (H, W, C);  describe(i) -> str for error messages
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import cv2
+import numpy as np
+
+from mfrjax.data import synthetic
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp")
+MASK_TAG = "_mask"
+
+
+class ImageReadError(IOError):
+  """An image file could not be decoded; the message names the file."""
+
+
+def read_image(path: str) -> np.ndarray:
+  """Decodes an image file to uint8 (H, W, C) with C in {1, 3} (BGR).
+
+  Raises:
+    ImageReadError: naming `path`, if the file is missing, empty or corrupt.
+  """
+  data = np.fromfile(path, np.uint8) if os.path.exists(path) else None
+  if data is None or data.size == 0:
+    raise ImageReadError(f"cannot read image {path!r}: file is missing or empty")
+  img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+  if img is None:
+    raise ImageReadError(f"cannot decode image {path!r}: not a valid image file")
+  if img.dtype != np.uint8:  # 16-bit PNGs and the like
+    img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
+  if img.ndim == 2:
+    img = img[..., None]
+  elif img.shape[2] == 4:
+    img = img[..., :3]
+  return img
+
+
+class SyntheticFaceSet:
+  """The embedded default: `num_identities` x `images_per_identity` drawn faces."""
+
+  masked_files = True
+
+  def __init__(self, num_identities: int, images_per_identity: int, image_size: int,
+               seed: int):
+    self.seed, self.image_size, self.per_id = seed, image_size, images_per_identity
+    self.identities = tuple(f"synthetic_{i:05d}" for i in range(num_identities))
+    self.labels = np.repeat(np.arange(num_identities, dtype=np.int32), images_per_identity)
+    self.groups = tuple(synthetic.TONE_GROUPS[synthetic.make_identity(seed, i).group][0]
+                        for i in range(num_identities))
+
+  def load(self, index: int, masked: bool, variant: int = 0) -> np.ndarray:
+    del variant  # one masked variant per synthetic image
+    identity, image = divmod(int(index), self.per_id)
+    return synthetic.render(self.seed, identity, image, masked, self.image_size)
+
+  def describe(self, index: int) -> str:
+    identity, image = divmod(int(index), self.per_id)
+    return f"synthetic identity {identity} image {image}"
+
+
+def _is_image(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+class FolderFaceSet:
+  """Images in `<root>/<identity>/`, with optional masked variants (see module doc)."""
+
+  def __init__(self, root: str, masked_root: str | None = None, mask_source: str = "files"):
+    if mask_source not in ("files", "draw"):
+      raise ValueError(f"config.data.mask_source={mask_source!r}; valid: 'files', 'draw'")
+    rootp = pathlib.Path(root)
+    if not rootp.is_dir():
+      raise FileNotFoundError(f"config.data.root={root!r} is not a directory")
+    folders = sorted(p for p in rootp.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+      raise ValueError(f"config.data.root={root!r} has no identity folders")
+    self.masked_files = mask_source == "files"
+    identities, labels, paths, masked = [], [], [], []
+    for folder in folders:
+      names = sorted(n for n in os.listdir(folder) if _is_image(n))
+      plain = [n for n in names if MASK_TAG not in pathlib.Path(n).stem]
+      if not plain:
+        raise ValueError(f"identity folder {str(folder)!r} has no images "
+                         f"(extensions: {', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
+      variants = self._masked_variants(folder, names, masked_root) if self.masked_files else {}
+      for n in plain:
+        labels.append(len(identities))
+        paths.append(str(folder / n))
+        masked.append(tuple(variants.get(pathlib.Path(n).stem, ())))
+      identities.append(folder.name)
+    self.identities, self.paths, self.masked_paths = tuple(identities), paths, masked
+    self.labels = np.asarray(labels, np.int32)
+    self.groups = None
+    if self.masked_files:
+      missing = [p for p, m in zip(paths, masked) if not m]
+      if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(paths)} images under {root!r} have no masked variant "
+            f"(e.g. {missing[0]!r}); expected '<image>{MASK_TAG}*.<ext>' beside it"
+            + (f" or '<image>*.<ext>' under {masked_root!r}" if masked_root else "")
+            + ". Make them with tools/mask_faces.py, or set config.data.mask_source='draw'.")
+
+  @staticmethod
+  def _masked_variants(folder: pathlib.Path, names: list[str],
+                       masked_root: str | None) -> dict[str, list[str]]:
+    """Maps each unmasked image stem to its masked variant paths."""
+    found: dict[str, list[str]] = {}
+    stems = sorted({pathlib.Path(n).stem for n in names if MASK_TAG not in pathlib.Path(n).stem},
+                   key=len, reverse=True)  # longest first: 'a_10' must not claim 'a_1'
+    if masked_root:
+      parallel = pathlib.Path(masked_root) / folder.name
+      candidates = sorted(n for n in os.listdir(parallel) if _is_image(n)) if parallel.is_dir() else []
+      base = parallel
+    else:
+      candidates = [n for n in names if MASK_TAG in pathlib.Path(n).stem]
+      base = folder
+    for n in candidates:
+      stem = pathlib.Path(n).stem
+      key = stem.split(MASK_TAG)[0] if MASK_TAG in stem else stem
+      match = key if key in stems else next((s for s in stems if key.startswith(s)), None)
+      if match is not None:
+        found.setdefault(match, []).append(str(base / n))
+    return found
+
+  def load(self, index: int, masked: bool, variant: int = 0) -> np.ndarray:
+    if masked:
+      if not self.masked_files:
+        raise ValueError("masks are drawn by the pipeline for this set (mask_source='draw')")
+      options = self.masked_paths[index]
+      return read_image(options[variant % len(options)])
+    return read_image(self.paths[index])
+
+  def describe(self, index: int) -> str:
+    return self.paths[index]
+
+
+def read_groups_csv(path: str, identities: tuple[str, ...]) -> tuple[str, ...]:
+  """Reads an `identity,group` CSV (header optional) into one group per identity.
+
+  Identities missing from the file get the group 'unknown', so no image is dropped from
+  the per-group table; names in the file that match no identity are ignored.
+  """
+  table = {}
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      line = line.strip()
+      if not line or line.startswith("#"):
+        continue
+      parts = [p.strip() for p in line.split(",")]
+      if len(parts) < 2:
+        raise ValueError(f"{path}:{lineno}: expected 'identity,group', got {line!r}")
+      if lineno == 1 and parts[0].lower() in ("identity", "id", "name"):
+        continue
+      table[parts[0]] = parts[1]
+  return tuple(table.get(name, "unknown") for name in identities)
+
+
+def split_identities(labels: np.ndarray, num_identities: int, test_fraction: float, seed: int,
+                     min_test_images: int = 2) -> tuple[np.ndarray, np.ndarray]:
+  """Splits identities into train and test sets by a seeded rule.
+
+  Only identities with at least `min_test_images` images can be test identities (the
+  evaluator needs a gallery and a probe of each). A seeded permutation of those picks
+  round(test_fraction * eligible) test identities; all others train. Test identities
+  never appear in training.
+
+  Returns:
+    (train_identity_ids, test_identity_ids), sorted int arrays.
+  """
+  counts = np.bincount(labels, minlength=num_identities)
+  eligible = np.flatnonzero(counts >= min_test_images)
+  n_test = int(round(test_fraction * len(eligible)))
+  perm = np.random.default_rng([seed, 7]).permutation(eligible)
+  test = np.sort(perm[:n_test])
+  train = np.setdiff1d(np.arange(num_identities), test)
+  return train, test

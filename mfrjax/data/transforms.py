@@ -1,0 +1,90 @@
+"""Per-image transforms on uint8 NumPy arrays (OpenCV), run inside grain workers.
+
+Images stay uint8 until they reach the device: that is 4x less host-to-device traffic
+than float32, and the model's step does the `/127.5 - 1` scaling.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from mfrjax.data import synthetic
+
+
+def preprocess(img: np.ndarray, size: int, channels: int, crop_fraction: float) -> np.ndarray:
+  """Centre-crops, resizes and sets the channel count.
+
+  Args:
+    img: uint8 (H, W, C), C in {1, 3}.
+    size: output side length.
+    channels: 1 (grey) or 3 (BGR); grey inputs are repeated to 3 channels.
+    crop_fraction: side of the central square crop as a fraction of the shorter side
+      (1.0 keeps the whole image; LFW's 250x250 unaligned images want about 0.5).
+
+  Returns:
+    uint8 (size, size, channels).
+  """
+  h, w = img.shape[:2]
+  side = max(1, int(round(min(h, w) * crop_fraction)))
+  y0, x0 = (h - side) // 2, (w - side) // 2
+  img = img[y0:y0 + side, x0:x0 + side]
+  if img.shape[0] != size:
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+    img = cv2.resize(img, (size, size), interpolation=interp)
+  if img.ndim == 2:
+    img = img[..., None]
+  if img.shape[2] == channels:
+    return img
+  if channels == 3:
+    return np.repeat(img, 3, axis=2)
+  return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
+
+
+def draw_mask(img: np.ndarray, rng: np.random.Generator, top: float) -> np.ndarray:
+  """Draws a simple mask over the lower face of an aligned (or centre-cropped) face.
+
+  The placement is a fixed fraction of the crop (top edge at `top` x height, down to the
+  chin, 72% of the width): good enough to turn an unmasked set into masked/unmasked
+  pairs without landmarks. tools/mask_faces.py does landmark-based placement.
+  """
+  h, w = img.shape[:2]
+  out = synthetic.draw_mask(img.astype(np.float32).squeeze(-1) if img.shape[2] == 1
+                            else img.astype(np.float32), rng, top=top * h, bottom=0.97 * h,
+                            cx=w / 2, half_w=0.36 * w)
+  out = np.clip(out, 0, 255).astype(np.uint8)
+  return out[..., None] if out.ndim == 2 else out
+
+
+def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: float,
+            brightness: float, contrast: float) -> np.ndarray:
+  """Light, label-preserving augmentation: flip, small shift/scale, brightness/contrast.
+
+  Args:
+    img: uint8 (H, W, C).
+    rng: the per-example generator (grain's random_map hands a seeded one).
+    flip: horizontal flip with probability 0.5.
+    max_shift: largest shift as a fraction of the side; the scale jitters by the same.
+    brightness: largest additive change, as a fraction of 255.
+    contrast: largest multiplicative change around the mean (0.2 -> x[0.8, 1.2]).
+
+  Returns:
+    uint8 array of the same shape.
+  """
+  h, w, c = img.shape
+  if flip and rng.random() < 0.5:
+    img = img[:, ::-1]
+  if max_shift > 0:
+    s = 1.0 + rng.uniform(-max_shift, max_shift)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, s)
+    m[:, 2] += rng.uniform(-max_shift, max_shift, 2) * (w, h)
+    img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT)
+    img = img.reshape(h, w, c)
+  if brightness > 0 or contrast > 0:
+    x = img.astype(np.float32)
+    mean = x.mean()
+    x = (x - mean) * (1 + rng.uniform(-contrast, contrast)) + mean
+    x = x + rng.uniform(-brightness, brightness) * 255
+    img = np.clip(x, 0, 255).astype(np.uint8)
+  return np.ascontiguousarray(img)

@@ -1,0 +1,45 @@
+"""Embeds images with a trained backbone on the mesh (the only JAX part of evaluation)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mfrjax.data import pipeline
+from mfrjax.parallel import mesh as mesh_lib
+
+
+def to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [-1, 1]; the one place pixels are scaled."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def embed_step(variables, images, *, model):
+  return model.apply(variables, to_float(images), method=model.embed)
+
+
+def embed_faceset(model, variables, faceset, indices: np.ndarray, data_cfg, seed: int,
+                  batch_size: int, mesh) -> dict[str, np.ndarray]:
+  """Embeds the unmasked and masked view of every image in `indices`.
+
+  Every process feeds the same batches and gets the full embeddings back (the output is
+  replicated), so any process can run the NumPy evaluator.
+
+  Returns:
+    {'unmasked': (N, D), 'masked': (N, D)} float32, row i = indices[i].
+  """
+  mesh_lib.check_batch_size(batch_size, mesh, "config.eval.batch_size")
+  n_proc, pid = jax.process_count(), jax.process_index()
+  local = batch_size // n_proc
+  step = jax.jit(functools.partial(embed_step, model=model),
+                 in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)),
+                 out_shardings=mesh_lib.replicated(mesh))
+  out = {"unmasked": [], "masked": []}
+  for batch in pipeline.eval_batches(faceset, indices, data_cfg, seed, batch_size):
+    for view in out:
+      x = mesh_lib.to_global({"x": batch[view][pid * local:(pid + 1) * local]}, mesh)["x"]
+      out[view].append(np.asarray(step(variables, x))[batch["valid"]])
+  return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}

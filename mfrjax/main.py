@@ -1,0 +1,49 @@
+"""Entry point: flags -> config -> train.train_and_evaluate(config, workdir).
+
+    python -m mfrjax.main --config=configs/barlow.py --workdir=/tmp/mfr
+
+Multi-host: start one process per host with the same flags plus
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; they meet through
+`jax.distributed.initialize` and train one model over every device of every host.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host only).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host only).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-host only).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries:
+  """Drops INFO records from orbax's and grain's internals; warnings still show."""
+
+  def filter(self, record):
+    return record.levelno > 20 or not any(n in record.pathname for n in ("/orbax/", "/grain/"))
+
+
+def main(argv):
+  del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  import jax  # after flag parsing, so --help stays fast
+
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
+               jax.devices())
+  from mfrjax import train
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,28 @@
+"""Small layers shared by the backbones."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class PReLU(nn.Module):
+  """Per-channel PReLU (as torch.nn.PReLU(num_channels), used by face IResNets)."""
+  init: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    alpha = self.param("alpha", nn.initializers.constant(self.init), (x.shape[-1],))
+    return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
+
+
+def batch_norm(train: bool, dtype, **kw):
+  """BatchNorm with the PyTorch defaults (momentum 0.9 here = 0.1 there, eps 1e-5).
+
+  Under `jax.jit` with the batch sharded over devices, the batch mean and variance are
+  reductions over the *global* batch, so this is synchronised BN with no extra code.
+  """
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=1e-5, dtype=dtype, **kw)

@@ -1,0 +1,43 @@
+"""Optimisers and learning-rate schedules, built from `config.optimizer`.
+
+Biases and normalisation parameters (every parameter with fewer than 2 dimensions) are
+excluded from weight decay and, for LARS, from the trust-ratio adaptation, as in the
+Barlow Twins and LARS papers.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+OPTIMIZERS = ("lars", "sgd")
+
+
+def decay_mask(params):
+  """True for weight matrices/kernels, False for biases, BN scales/offsets and PReLU."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_schedule(cfg, total_steps: int, global_batch: int, warmup_steps: int) -> optax.Schedule:
+  """Linear warm-up to the peak LR, then cosine decay to `final_lr_fraction` of it.
+
+  The peak is `cfg.learning_rate * global_batch / 256` (the linear scaling rule, as in
+  the Barlow Twins paper) when `cfg.scale_by_batch` is set, else `cfg.learning_rate`.
+  """
+  peak = cfg.learning_rate * (global_batch / 256 if cfg.scale_by_batch else 1.0)
+  warmup = min(int(warmup_steps), max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=peak * cfg.final_lr_fraction)
+
+
+def make_optimizer(cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """optax LARS or SGD with momentum, with decoupled, masked weight decay."""
+  if cfg.name == "lars":
+    return optax.lars(schedule, weight_decay=cfg.weight_decay, weight_decay_mask=decay_mask,
+                      trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=decay_mask,
+                      momentum=cfg.momentum)
+  if cfg.name == "sgd":
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+                       optax.sgd(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov))
+  raise ValueError(f"unknown config.optimizer.name={cfg.name!r}; valid: {OPTIMIZERS}")

@@ -1,0 +1,1 @@
+"""Device mesh, shardings and host-to-device batch transfer."""

@@ -1,0 +1,232 @@
+"""The Barlow Twins training loop: build state, step, log, checkpoint, evaluate.
+
+Two views of the same person feed the network: a masked image and an unmasked image.
+The Barlow Twins loss makes their projections agree dimension by dimension while
+decorrelating the dimensions, so the embedding learns what a mask does not hide.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from mfrjax import checkpoint, optim, state as state_lib
+from mfrjax.data import pipeline, sources
+from mfrjax.eval import embed, identification, report
+from mfrjax.losses import barlow
+from mfrjax.models import get_backbone
+from mfrjax.models.heads import EmbedAndProject, Projector
+from mfrjax.parallel import mesh as mesh_lib
+
+
+def build_model(model_cfg) -> EmbedAndProject:
+  backbone = get_backbone(model_cfg.backbone, dtype=model_cfg.dtype)
+  return EmbedAndProject(backbone, Projector(tuple(model_cfg.projector_dims),
+                                             dtype=backbone.dtype))
+
+
+def loss_fn(params, batch_stats, batch, rng, *, model, lambd):
+  """Barlow Twins loss of one global batch; BN statistics are updated view by view."""
+  rng_a, rng_b = jax.random.split(rng)
+  variables = {"params": params, "batch_stats": batch_stats}
+  (_, z_a), upd = model.apply(variables, embed.to_float(batch["masked"]), train=True,
+                              mutable=["batch_stats"], rngs={"dropout": rng_a})
+  variables = {"params": params, "batch_stats": upd["batch_stats"]}
+  (_, z_b), upd = model.apply(variables, embed.to_float(batch["unmasked"]), train=True,
+                              mutable=["batch_stats"], rngs={"dropout": rng_b})
+  loss, parts = barlow.barlow_twins_loss(z_a, z_b, lambd)
+  return loss, (upd["batch_stats"], parts)
+
+
+def train_step(state: state_lib.TrainState, batch, rng, *, model, tx, schedule, lambd):
+  """One optimisation step. Pure: same (state, batch, rng) -> same result.
+
+  `rng` is the run's base key; folding in the step makes the draws of step s the same
+  whether or not the run was restarted before it.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, lambd=lambd),
+                               has_aux=True)
+  (loss, (batch_stats, parts)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            batch_stats=batch_stats, opt_state=opt_state)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+             "learning_rate": schedule(state.step), **parts}
+  return new_state, metrics
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the message names the step and the last checkpoint."""
+
+
+def _evaluate(config, model, state, faceset, test_ids, train_ids, mesh) -> tuple[dict, dict]:
+  """Embeds the test identities and runs the NumPy evaluator. Returns (summary, arrays)."""
+  idx = np.concatenate(pipeline.images_by_identity(faceset.labels, test_ids))
+  labels = faceset.labels[idx]
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  emb = embed.embed_faceset(model, variables, faceset, idx, config.data, config.seed,
+                            config.eval.batch_size, mesh)
+  is_gallery = identification.gallery_probe_split(labels, config.eval.gallery_fraction,
+                                                  config.seed)
+  results = identification.evaluate(emb, labels, is_gallery, k=config.eval.k)
+  groups = _groups(config, faceset)
+  train_groups = None
+  if groups is not None:
+    train_idx = np.concatenate(pipeline.images_by_identity(faceset.labels, train_ids))
+    train_groups = np.asarray(groups)[faceset.labels[train_idx]]
+  arrays = {**emb, "labels": labels, "is_gallery": is_gallery, "image_index": idx}
+  return report.summarize(results, None if groups is None else np.asarray(groups),
+                          train_groups), arrays
+
+
+def _groups(config, faceset):
+  if config.data.groups_csv:
+    return sources.read_groups_csv(config.data.groups_csv, faceset.identities)
+  return faceset.groups
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains per `config`, evaluates on unseen identities, returns the results dict.
+
+  Writes to `workdir`: checkpoints/, TensorBoard events, results.json, embeddings.npz.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh_lib.make_mesh()
+  mesh_lib.check_batch_size(config.batch_size, mesh)
+  rng = jax.random.key(config.seed)
+
+  faceset = pipeline.build_faceset(config.data, config.seed)
+  train_ids, test_ids = sources.split_identities(
+      faceset.labels, len(faceset.identities), config.data.test_fraction, config.seed)
+  steps_per_epoch = pipeline.pairs_per_epoch(faceset, train_ids, config.data.sampler) \
+      // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than one epoch of "
+                     "training pairs; lower it or add data")
+  total_steps = steps_per_epoch * config.num_epochs
+
+  model = build_model(config.model)
+  opt_cfg = config.optimizer
+  schedule = optim.make_schedule(opt_cfg, total_steps, config.batch_size,
+                                 warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch))
+  tx = optim.make_optimizer(opt_cfg, schedule)
+  size, ch = config.data.image_size, config.data.channels
+  state, abstract, shardings = state_lib.create_train_state(
+      rng, model, tx, (1, size, size, ch), mesh)
+  meta = {"model": {"backbone": config.model.backbone,
+                    "projector_dims": list(config.model.projector_dims)},
+          "param_signature": state_lib.param_signature(abstract.params)}
+
+  data_it = mesh_lib.DevicePrefetcher(iter(pipeline.train_dataset(
+      faceset, train_ids, config.data, global_batch=config.batch_size,
+      num_epochs=config.num_epochs, seed=config.seed)), mesh)
+  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),
+                                    config.keep_checkpoints)
+  restored = checkpoint.restore(manager, config.resume, abstract, data_it, meta)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  results = {}
+  if restored is None:
+    start_step = 0
+    writer.write_hparams(_flat_hparams(config))
+    if config.eval_at_init:
+      results["init"], _ = _evaluate(config, model, state, faceset, test_ids, train_ids, mesh)
+      logging.info("%s", report.format_table(results["init"], "untrained network:"))
+  else:
+    state, start_step, source = restored
+    state = jax.device_put(state, shardings)
+    logging.info("resumed from %s at step %d", source, start_step)
+
+  logging.info("%d train / %d test identities, %d images; %d steps/epoch, %d steps; "
+               "%d parameters on %d devices", len(train_ids), len(test_ids),
+               len(faceset.labels), steps_per_epoch, total_steps,
+               state_lib.count_params(state.params), mesh.size)
+  step_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                        lambd=config.loss.lambd),
+      in_shardings=(shardings, mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)),
+      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+  state, last = _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps,
+                            manager, meta, writer)
+
+  results["final"], arrays = _evaluate(config, model, state, faceset, test_ids, train_ids, mesh)
+  results["steps"] = total_steps
+  results["last_logged"] = last
+  if jax.process_index() == 0:
+    report.write_json(os.path.join(workdir, "results.json"), results)
+    np.savez(os.path.join(workdir, "embeddings.npz"), identities=np.asarray(faceset.identities),
+             groups=np.asarray(_groups(config, faceset) or ()), **arrays)
+  print(report.format_table(results["final"], f"results after {total_steps} steps "
+                            f"({len(test_ids)} unseen identities):"), flush=True)
+  writer.write_scalars(total_steps, {f"eval/{k}": v["accuracy"]
+                                     for k, v in results["final"].items()})
+  writer.flush()
+  return results
+
+
+def _flat_hparams(config) -> dict:
+  """Config as flat scalars for TensorBoard's hparams tab."""
+  flat = {}
+
+  def walk(d, prefix):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        walk(v, f"{prefix}{k}.")
+      else:
+        flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+  walk(config.to_dict(), "")
+  return flat
+
+
+def _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, manager, meta,
+                writer):
+  """Runs steps start_step+1..total_steps; checks every loss one step late (no stall).
+
+  Returns:
+    (state, last logged scalars)
+  """
+  report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                                    every_steps=config.log_every)
+  pending, losses, t_log, last_log_step = None, [], time.perf_counter(), start_step
+  scalars = {}
+  for step in range(start_step + 1, total_steps + 1):
+    batch = next(data_it)
+    state, metrics = step_fn(state, batch, rng)
+    if pending is not None:
+      losses.append(_check_finite(*pending, manager))
+    pending = (step, metrics)
+    report_progress(step)
+    if step % config.log_every == 0 or step == total_steps:
+      losses.append(_check_finite(*pending, manager))
+      pending = None
+      now = time.perf_counter()
+      pairs_per_s = (step - last_log_step) * config.batch_size / max(now - t_log, 1e-9)
+      scalars = {k: float(v) for k, v in metrics.items()}
+      scalars.update({"loss_mean": float(np.mean(losses)), "pairs_per_sec": pairs_per_s,
+                      "images_per_sec": 2 * pairs_per_s})
+      writer.write_scalars(step, scalars)
+      losses, t_log, last_log_step = [], now, step
+    if step % config.checkpoint_every == 0 or step == total_steps:
+      checkpoint.save(manager, step, state, data_it, meta)
+  writer.flush()
+  return state, scalars
+
+
+def _check_finite(step: int, metrics: dict, manager) -> float:
+  loss = float(metrics["loss"])
+  if not np.isfinite(loss):
+    last = manager.latest_step()
+    raise NonFiniteLossError(
+        f"loss became {loss} at step {step}; stopping. The last good checkpoint is "
+        f"{'step ' + str(last) if last is not None else 'none (no step was saved)'}; "
+        "lower config.optimizer.learning_rate or check the data.")
+  return loss

@@ -1,0 +1,138 @@
+"""Pair sampling and the grain pipelines: shapes, seeds, resumable state, eval padding."""
+
+import numpy as np
+import pytest
+
+from mfrjax.data import pipeline, sources
+from tests.conftest import smoke_config
+
+
+def groups_for(sizes):
+  labels = np.repeat(np.arange(len(sizes)), sizes)
+  return labels, pipeline.images_by_identity(labels, np.arange(len(sizes)))
+
+
+def test_images_by_identity_handles_unsorted_labels():
+  labels = np.array([2, 0, 2, 1, 0])
+  got = pipeline.images_by_identity(labels, np.array([0, 2]))
+  assert [g.tolist() for g in got] == [[1, 4], [0, 2]]
+
+
+def test_couples_sampler_uses_all_disjoint_couples():
+  labels, groups = groups_for([5, 4, 1, 2])
+  pairs = pipeline.epoch_pairs(groups, "couples", seed=0, epoch=0)
+  assert len(pairs) == 2 + 2 + 0 + 1
+  assert (labels[pairs[:, 0]] == labels[pairs[:, 1]]).all()
+  assert len(np.unique(pairs)) == pairs.size  # every image at most once per epoch
+  # Identity with 4 images: both of its couples are there, using all 4 images.
+  assert set(pairs[labels[pairs[:, 0]] == 1].ravel()) == set(np.flatnonzero(labels == 1))
+  other = pipeline.epoch_pairs(groups, "couples", seed=0, epoch=1)
+  assert len(other) == len(pairs) and not np.array_equal(other, pairs)
+  np.testing.assert_array_equal(pairs, pipeline.epoch_pairs(groups, "couples", 0, 0))
+
+
+def test_random_sampler_pairs_every_image_with_another_of_its_identity():
+  labels, groups = groups_for([3, 1, 6])
+  pairs = pipeline.epoch_pairs(groups, "random", seed=1, epoch=0)
+  assert sorted(pairs[:, 0].tolist()) == list(range(10))
+  assert (labels[pairs[:, 0]] == labels[pairs[:, 1]]).all()
+  single = np.flatnonzero(labels == 1)[0]
+  for a, b in pairs:
+    assert (a != b) or a == single
+
+
+def test_unknown_sampler_and_no_pairs():
+  _, groups = groups_for([2])
+  with pytest.raises(ValueError, match="config.data.sampler"):
+    pipeline.epoch_pairs(groups, "bogus", 0, 0)
+  _, singles = groups_for([1, 1])
+  with pytest.raises(ValueError, match="no training pairs"):
+    pipeline.EpochPairs(singles, "couples", 0, 1)
+
+
+def small_stream(cfg, seed=0):
+  fs = pipeline.build_faceset(cfg.data, seed)
+  train, _ = sources.split_identities(fs.labels, len(fs.identities), 0.25, seed)
+  return fs, train, pipeline.train_dataset(fs, train, cfg.data, global_batch=8, num_epochs=2,
+                                            seed=seed)
+
+
+def test_train_stream_batches_are_seeded_and_labelled():
+  cfg = smoke_config()
+  fs, train, ds = small_stream(cfg)
+  batches = [b for _, b in zip(range(3), iter(ds))]
+  b = batches[0]
+  assert b["masked"].shape == (8, 16, 16, 1) and b["masked"].dtype == np.uint8
+  assert b["unmasked"].shape == (8, 16, 16, 1) and b["label"].shape == (8,)
+  assert set(b["label"].tolist()) <= set(train.tolist())
+  again = [b for _, b in zip(range(3), iter(small_stream(cfg)[2]))]
+  for x, y in zip(batches, again):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  other = next(iter(small_stream(cfg, seed=1)[2]))
+  assert not np.array_equal(other["masked"], b["masked"])
+
+
+def test_iterator_state_resumes_exactly():
+  cfg = smoke_config()
+  _, _, ds = small_stream(cfg)
+  it = iter(ds)
+  next(it), next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(2)]
+  it2 = iter(small_stream(cfg)[2])
+  it2.set_state(state)
+  for x, y in zip(expected, [next(it2) for _ in range(2)]):
+    np.testing.assert_array_equal(x["masked"], y["masked"])
+
+
+def test_draw_masks_on_unmasked_folder_data(tmp_path):
+  import cv2
+  for p in ("a", "b"):
+    for i in range(2):
+      (tmp_path / p).mkdir(exist_ok=True)
+      cv2.imwrite(str(tmp_path / p / f"{i}.png"), np.full((40, 40), 200, np.uint8))
+  cfg = smoke_config(**{"data.source": "folder", "data.root": str(tmp_path),
+                        "data.mask_source": "draw"})
+  fs = pipeline.build_faceset(cfg.data, 0)
+  loader = pipeline.ViewLoader(fs, cfg.data, seed=0)
+  clean, masked = loader(0, False, 0), loader(0, True, 0)
+  assert clean.shape == masked.shape == (16, 16, 1)
+  assert (clean[:6] == masked[:6]).all() and (clean[10:] != masked[10:]).any()
+  np.testing.assert_array_equal(masked, loader(0, True, 0))
+
+
+def test_eval_batches_pad_and_never_drop():
+  cfg = smoke_config()
+  fs = pipeline.build_faceset(cfg.data, 0)
+  idx = np.arange(11)
+  batches = list(pipeline.eval_batches(fs, idx, cfg.data, 0, batch_size=4))
+  assert [b["valid"].sum() for b in batches] == [4, 4, 3]
+  assert all(b["masked"].shape[0] == 4 for b in batches)
+  got = np.concatenate([b["unmasked"][b["valid"]] for b in batches])
+  np.testing.assert_array_equal(got[10], fs.load(10, False))
+
+
+def test_build_faceset_errors():
+  cfg = smoke_config(**{"data.source": "web"})
+  with pytest.raises(ValueError, match="config.data.source='web'"):
+    pipeline.build_faceset(cfg.data, 0)
+  cfg = smoke_config(**{"data.source": "folder"})
+  with pytest.raises(ValueError, match="config.data.root"):
+    pipeline.build_faceset(cfg.data, 0)
+
+
+def test_corrupt_image_error_names_the_file_through_the_pipeline(tmp_path):
+  import cv2
+  for p in ("a", "b"):
+    (tmp_path / p).mkdir()
+    for i in range(2):
+      cv2.imwrite(str(tmp_path / p / f"{i}.png"), np.full((20, 20), 100, np.uint8))
+  (tmp_path / "b" / "1.png").write_bytes(b"garbage")
+  cfg = smoke_config(**{"data.source": "folder", "data.root": str(tmp_path),
+                        "data.mask_source": "draw"})
+  fs = pipeline.build_faceset(cfg.data, 0)
+  ds = pipeline.train_dataset(fs, np.array([0, 1]), cfg.data, global_batch=2, num_epochs=1,
+                              seed=0)
+  with pytest.raises(Exception, match=r"b/1\.png"):
+    list(ds)

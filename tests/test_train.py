@@ -1,0 +1,121 @@
+"""The trainer end to end on the smoke config (8 fake CPU devices)."""
+
+import functools
+import glob
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from mfrjax import checkpoint, optim, state as state_lib, train
+from mfrjax.data import pipeline, sources
+from mfrjax.parallel import mesh as mesh_lib
+from tests.conftest import smoke_config
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run_a"))
+  return workdir, train.train_and_evaluate(smoke_config(), workdir)
+
+
+def test_run_writes_results_checkpoints_and_events(first_run):
+  workdir, results = first_run
+  assert set(results["final"]) == {"masked_vs_unmasked", "unmasked_vs_unmasked",
+                                   "masked_vs_masked"}
+  assert results["steps"] == 12
+  saved = json.load(open(os.path.join(workdir, "results.json")))
+  assert saved["final"]["masked_vs_unmasked"]["accuracy"] == \
+      results["final"]["masked_vs_unmasked"]["accuracy"]
+  assert "groups" in saved["final"]["masked_vs_unmasked"]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]
+  assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+  for key in ("loss", "grad_norm", "learning_rate", "images_per_sec"):
+    assert np.isfinite(results["last_logged"][key])
+  emb = np.load(os.path.join(workdir, "embeddings.npz"))
+  assert emb["unmasked"].shape == emb["masked"].shape and len(emb["labels"]) == 18
+
+
+def test_same_seed_same_result(first_run, tmp_path):
+  workdir, results = first_run
+  again = train.train_and_evaluate(smoke_config(), str(tmp_path))
+  assert again["last_logged"]["loss"] == results["last_logged"]["loss"]
+  a, b = np.load(os.path.join(workdir, "embeddings.npz")), np.load(tmp_path / "embeddings.npz")
+  np.testing.assert_array_equal(a["masked"], b["masked"])
+  np.testing.assert_array_equal(a["unmasked"], b["unmasked"])
+
+
+def test_resume_matches_uninterrupted_run(first_run, tmp_path):
+  workdir, results = first_run
+  # Simulate a crash after the step-8 checkpoint: copy the run and drop step 12.
+  crashed = tmp_path / "crashed"
+  shutil.copytree(workdir, crashed)
+  shutil.rmtree(crashed / "checkpoints" / "12")
+  os.remove(crashed / "embeddings.npz")
+  resumed = train.train_and_evaluate(smoke_config(), str(crashed))
+  assert "init" not in resumed  # it did resume, it did not start again
+  assert resumed["last_logged"]["loss"] == results["last_logged"]["loss"]
+  a, b = np.load(os.path.join(workdir, "embeddings.npz")), np.load(crashed / "embeddings.npz")
+  np.testing.assert_array_equal(a["masked"], b["masked"])
+
+
+def test_resume_from_another_run_and_model_mismatch(first_run, tmp_path):
+  workdir, _ = first_run
+  cfg = smoke_config(**{"model.backbone": "iresnet_tiny"})
+  with pytest.raises(checkpoint.ModelMismatchError, match="different model.*first difference"):
+    train.train_and_evaluate(cfg, workdir)
+  cfg = smoke_config(**{"model.backbone": "iresnet_tiny",
+                        "resume": os.path.join(workdir, "checkpoints")})
+  with pytest.raises(checkpoint.ModelMismatchError):
+    train.train_and_evaluate(cfg, str(tmp_path / "fresh"))
+  cfg = smoke_config(resume=str(tmp_path / "missing"))
+  with pytest.raises(FileNotFoundError, match="config.resume"):
+    train.train_and_evaluate(cfg, str(tmp_path / "fresh2"))
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+  cfg = smoke_config(**{"optimizer.name": "sgd", "optimizer.learning_rate": 1e30,
+                        "optimizer.warmup_epochs": 0.0})
+  with pytest.raises(train.NonFiniteLossError, match=r"loss became (nan|inf) at step \d+"):
+    train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_batch_must_divide_over_devices(tmp_path):
+  with pytest.raises(ValueError, match="config.batch_size=12 must divide by the 8 devices"):
+    train.train_and_evaluate(smoke_config(batch_size=12), str(tmp_path))
+
+
+def _one_step(devices):
+  """One train step of the smoke model on a fixed global batch, on `devices`."""
+  cfg = smoke_config()
+  mesh = mesh_lib.make_mesh(devices)
+  model = train.build_model(cfg.model)
+  schedule = optim.make_schedule(cfg.optimizer, 10, cfg.batch_size, warmup_steps=0)
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
+  rng = jax.random.key(0)
+  state, _, shardings = state_lib.create_train_state(rng, model, tx, (1, 16, 16, 1), mesh)
+  fs = pipeline.build_faceset(cfg.data, 0)
+  train_ids, _ = sources.split_identities(fs.labels, len(fs.identities), 0.25, 0)
+  batch = next(iter(pipeline.train_dataset(fs, train_ids, cfg.data, global_batch=16,
+                                           num_epochs=1, seed=0)))
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
+                                   lambd=0.0051),
+                 in_shardings=(shardings, mesh_lib.batch_sharded(mesh), None),
+                 out_shardings=(shardings, None))
+  new_state, metrics = step(state, mesh_lib.to_global(batch, mesh), rng)
+  return new_state, metrics
+
+
+def test_one_step_same_on_8_devices_and_1():
+  s8, m8 = _one_step(jax.devices())
+  s1, m1 = _one_step(jax.devices()[:1])
+  np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-5)
+  np.testing.assert_allclose(float(m8["grad_norm"]), float(m1["grad_norm"]), rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                       atol=1e-6), s8.params, s1.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                       atol=1e-6), s8.batch_stats,
+               s1.batch_stats)
