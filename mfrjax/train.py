@@ -69,9 +69,10 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the message names the step and the last checkpoint."""
 
 
-def _evaluate(config, model, state, faceset, test_ids, train_ids, mesh) -> tuple[dict, dict]:
-  """Embeds the test identities and runs the NumPy evaluator. Returns (summary, arrays)."""
-  idx = np.concatenate(pipeline.images_by_identity(faceset.labels, test_ids))
+def _evaluate(config, model, state, faceset, test_groups, train_groups,
+              mesh) -> tuple[dict, dict]:
+  """Embeds the test images and runs the NumPy evaluator. Returns (summary, arrays)."""
+  idx = np.concatenate(test_groups)
   labels = faceset.labels[idx]
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   emb = embed.embed_faceset(model, variables, faceset, idx, config.data, config.seed,
@@ -80,13 +81,12 @@ def _evaluate(config, model, state, faceset, test_ids, train_ids, mesh) -> tuple
                                                   config.seed)
   results = identification.evaluate(emb, labels, is_gallery, k=config.eval.k)
   groups = _groups(config, faceset)
-  train_groups = None
+  train_image_groups = None
   if groups is not None:
-    train_idx = np.concatenate(pipeline.images_by_identity(faceset.labels, train_ids))
-    train_groups = np.asarray(groups)[faceset.labels[train_idx]]
+    groups = np.asarray(groups)
+    train_image_groups = groups[faceset.labels[np.concatenate(train_groups)]]
   arrays = {**emb, "labels": labels, "is_gallery": is_gallery, "image_index": idx}
-  return report.summarize(results, None if groups is None else np.asarray(groups),
-                          train_groups), arrays
+  return report.summarize(results, groups, train_image_groups), arrays
 
 
 def _groups(config, faceset):
@@ -108,7 +108,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   faceset = pipeline.build_faceset(config.data, config.seed)
   train_ids, test_ids = sources.split_identities(
       faceset.labels, len(faceset.identities), config.data.test_fraction, config.seed)
-  steps_per_epoch = pipeline.pairs_per_epoch(faceset, train_ids, config.data.sampler) \
+  cap = config.data.max_images_per_identity
+  train_groups = pipeline.select_images(faceset.labels, train_ids, cap, config.seed)
+  test_groups = pipeline.select_images(faceset.labels, test_ids, cap, config.seed)
+  steps_per_epoch = pipeline.pairs_per_epoch(train_groups, config.data.sampler) \
       // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"config.batch_size={config.batch_size} is larger than one epoch of "
@@ -128,7 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "param_signature": state_lib.param_signature(abstract.params)}
 
   data_it = mesh_lib.DevicePrefetcher(iter(pipeline.train_dataset(
-      faceset, train_ids, config.data, global_batch=config.batch_size,
+      faceset, train_groups, config.data, global_batch=config.batch_size,
       num_epochs=config.num_epochs, seed=config.seed)), mesh)
   manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),
                                     config.keep_checkpoints)
@@ -139,16 +142,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start_step = 0
     writer.write_hparams(_flat_hparams(config))
     if config.eval_at_init:
-      results["init"], _ = _evaluate(config, model, state, faceset, test_ids, train_ids, mesh)
+      results["init"], _ = _evaluate(config, model, state, faceset, test_groups,
+                                     train_groups, mesh)
       logging.info("%s", report.format_table(results["init"], "untrained network:"))
   else:
     state, start_step, source = restored
     state = jax.device_put(state, shardings)
     logging.info("resumed from %s at step %d", source, start_step)
 
-  logging.info("%d train / %d test identities, %d images; %d steps/epoch, %d steps; "
+  logging.info("%d train / %d test identities, %d / %d images; %d steps/epoch, %d steps; "
                "%d parameters on %d devices", len(train_ids), len(test_ids),
-               len(faceset.labels), steps_per_epoch, total_steps,
+               sum(map(len, train_groups)), sum(map(len, test_groups)), steps_per_epoch,
+               total_steps,
                state_lib.count_params(state.params), mesh.size)
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
@@ -158,7 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state, last = _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps,
                             manager, meta, writer)
 
-  results["final"], arrays = _evaluate(config, model, state, faceset, test_ids, train_ids, mesh)
+  results["final"], arrays = _evaluate(config, model, state, faceset, test_groups,
+                                     train_groups, mesh)
   results["steps"] = total_steps
   results["last_logged"] = last
   if jax.process_index() == 0:

@@ -18,6 +18,16 @@ def test_images_by_identity_handles_unsorted_labels():
   assert [g.tolist() for g in got] == [[1, 4], [0, 2]]
 
 
+def test_select_images_caps_per_identity_with_a_seed():
+  labels = np.repeat(np.arange(3), [30, 2, 5])
+  got = pipeline.select_images(labels, np.arange(3), cap=4, seed=0)
+  assert [len(g) for g in got] == [4, 2, 4]
+  assert all((labels[g] == i).all() for i, g in enumerate(got))
+  again = pipeline.select_images(labels, np.arange(3), cap=4, seed=0)
+  assert all(np.array_equal(a, b) for a, b in zip(got, again))
+  assert [len(g) for g in pipeline.select_images(labels, np.arange(3), 0, 0)] == [30, 2, 5]
+
+
 def test_couples_sampler_uses_all_disjoint_couples():
   labels, groups = groups_for([5, 4, 1, 2])
   pairs = pipeline.epoch_pairs(groups, "couples", seed=0, epoch=0)
@@ -53,7 +63,8 @@ def test_unknown_sampler_and_no_pairs():
 def small_stream(cfg, seed=0):
   fs = pipeline.build_faceset(cfg.data, seed)
   train, _ = sources.split_identities(fs.labels, len(fs.identities), 0.25, seed)
-  return fs, train, pipeline.train_dataset(fs, train, cfg.data, global_batch=8, num_epochs=2,
+  groups = pipeline.images_by_identity(fs.labels, train)
+  return fs, train, pipeline.train_dataset(fs, groups, cfg.data, global_batch=8, num_epochs=2,
                                             seed=seed)
 
 
@@ -132,7 +143,7 @@ def test_corrupt_image_error_names_the_file_through_the_pipeline(tmp_path):
   cfg = smoke_config(**{"data.source": "folder", "data.root": str(tmp_path),
                         "data.mask_source": "draw"})
   fs = pipeline.build_faceset(cfg.data, 0)
-  ds = pipeline.train_dataset(fs, np.array([0, 1]), cfg.data, global_batch=2, num_epochs=1,
-                              seed=0)
+  ds = pipeline.train_dataset(fs, pipeline.images_by_identity(fs.labels, np.array([0, 1])),
+                              cfg.data, global_batch=2, num_epochs=1, seed=0)
   with pytest.raises(Exception, match=r"b/1\.png"):
     list(ds)

@@ -99,7 +99,8 @@ def _one_step(devices):
   state, _, shardings = state_lib.create_train_state(rng, model, tx, (1, 16, 16, 1), mesh)
   fs = pipeline.build_faceset(cfg.data, 0)
   train_ids, _ = sources.split_identities(fs.labels, len(fs.identities), 0.25, 0)
-  batch = next(iter(pipeline.train_dataset(fs, train_ids, cfg.data, global_batch=16,
+  groups = pipeline.images_by_identity(fs.labels, train_ids)
+  batch = next(iter(pipeline.train_dataset(fs, groups, cfg.data, global_batch=16,
                                            num_epochs=1, seed=0)))
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
                                    lambd=0.0051),

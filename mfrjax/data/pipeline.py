@@ -3,8 +3,8 @@
 Training stream, per process:
 
     EpochPairs (seeded pairs of image indices, re-drawn every epoch)
+      -> random_map(load + mask + augment)            (RNG seeded by the global index)
       -> slice [process_index::process_count]        (each host reads its own share)
-      -> random_map(load + mask + augment)            (per-example seeded RNG)
       -> batch(global_batch / process_count)
       -> to_iter_dataset(threads, prefetch)           (checkpointable iterator)
 
@@ -46,6 +46,20 @@ def images_by_identity(labels: np.ndarray, identity_ids: np.ndarray) -> list[np.
   order = np.argsort(labels, kind="stable")
   bounds = np.searchsorted(labels[order], np.stack([identity_ids, identity_ids + 1]))
   return [order[a:b] for a, b in bounds.T]
+
+
+def select_images(labels: np.ndarray, identity_ids: np.ndarray, cap: int,
+                  seed: int) -> list[np.ndarray]:
+  """Image indices per identity, at most `cap` each (a seeded subset; 0 = no cap).
+
+  Real sets are skewed (LFW: one person has 530 images, most have 1-2); a cap keeps one
+  identity from dominating the training pairs or the probes.
+  """
+  groups = images_by_identity(labels, identity_ids)
+  if cap <= 0:
+    return groups
+  rng = np.random.default_rng([seed, 19])
+  return [np.sort(rng.choice(g, cap, replace=False)) if len(g) > cap else g for g in groups]
 
 
 def epoch_pairs(groups: list[np.ndarray], sampler: str, seed: int, epoch: int) -> np.ndarray:
@@ -143,13 +157,13 @@ class _MakePair(grain.transforms.RandomMap):
     return views
 
 
-def train_dataset(faceset, train_ids: np.ndarray, data_cfg, *, global_batch: int,
+def train_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: int,
                   num_epochs: int, seed: int) -> grain.IterDataset:
   """The training pair stream of this process (see module docstring).
 
   Args:
     faceset: a face set (sources.py).
-    train_ids: identity ids used for training.
+    groups: image indices of each training identity (select_images).
     data_cfg: `config.data`.
     global_batch: batch size over all processes; must divide by the process count.
     num_epochs: epochs of pairs in the stream.
@@ -162,20 +176,21 @@ def train_dataset(faceset, train_ids: np.ndarray, data_cfg, *, global_batch: int
   n_proc, pid = jax.process_count(), jax.process_index()
   if global_batch % n_proc:
     raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
-  groups = images_by_identity(faceset.labels, train_ids)
   pairs = EpochPairs(groups, data_cfg.sampler, seed, num_epochs)
   ds = grain.MapDataset.source(pairs).seed(seed)
-  ds = ds[pid::n_proc]
   ds = ds.random_map(_MakePair(ViewLoader(faceset, data_cfg, seed), faceset.labels,
                                data_cfg.augment))
+  # Slice after random_map (lazy: nothing is loaded twice): an example's random draws
+  # follow its global index, so any process count sees the very same examples.
+  ds = ds[pid::n_proc]
   ds = ds.batch(global_batch // n_proc, drop_remainder=True)
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
                                               prefetch_buffer_size=data_cfg.prefetch))
 
 
-def pairs_per_epoch(faceset, train_ids: np.ndarray, sampler: str) -> int:
+def pairs_per_epoch(groups: list[np.ndarray], sampler: str) -> int:
   """Number of training pairs in one epoch."""
-  return len(epoch_pairs(images_by_identity(faceset.labels, train_ids), sampler, 0, 0))
+  return len(epoch_pairs(groups, sampler, 0, 0))
 
 
 def eval_batches(faceset, indices: np.ndarray, data_cfg, seed: int,

@@ -1,0 +1,47 @@
+"""The command line: config loading, variants, locked keys, --help."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, smoke_config
+
+
+def run(*args):
+  return subprocess.run([sys.executable, "-m", "mfrjax.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_unknown_variant_lists_valid_ones():
+  r = run("--config=configs/barlow.py:papr", "--workdir=/tmp/unused")
+  assert r.returncode != 0 and "unknown variant 'papr'" in r.stderr and "paper" in r.stderr
+
+
+def test_typo_in_override_fails_loudly():
+  r = run("--config=configs/barlow.py:smoke", "--workdir=/tmp/unused",
+          "--config.optimiser.name=sgd")
+  assert r.returncode != 0 and "optimiser" in r.stderr
+
+
+def test_missing_config_file():
+  r = run("--config=configs/nope.py", "--workdir=/tmp/unused")
+  assert r.returncode != 0 and "nope.py" in r.stderr
+
+
+@pytest.mark.parametrize("variant", ["default", "smoke", "lfw", "paper"])
+def test_variants_are_locked_and_complete(variant):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("c", ROOT / "configs" / "barlow.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config(variant if variant != "default" else None)
+  assert cfg.batch_size > 0 and cfg.model.backbone
+  if variant == "paper":
+    assert (cfg.model.backbone, cfg.batch_size, cfg.data.image_size) == ("resnet50", 512, 112)
+    assert cfg.optimizer.name == "lars" and cfg.optimizer.trust_coefficient == 0.001
+    assert cfg.loss.lambd == 0.0051 and tuple(cfg.model.projector_dims) == (8192,) * 3
+
+
+def test_smoke_config_helper_overrides():
+  assert smoke_config(**{"optimizer.name": "sgd"}).optimizer.name == "sgd"
