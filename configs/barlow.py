@@ -33,6 +33,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_at_init = True        # also evaluate the untrained network, for comparison
   c.resume = ""                # another run's checkpoints dir, used if workdir has none
 
+  # Gradient all-reduce: "mean" (XLA's, under jit) or "powersgd" (low-rank, shard_map).
+  c.grad_reduce = "mean"
+  c.powersgd = ml_collections.ConfigDict()
+  c.powersgd.rank = 2
+  c.powersgd.start_step = 10          # plain mean all-reduce before this step
+  c.powersgd.min_compression_rate = 2.0  # compress a matrix only if it saves >= 2x
+  c.powersgd.error_feedback = True
+  c.powersgd.warm_start = True
+
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet_tiny"
   c.model.dtype = "float32"

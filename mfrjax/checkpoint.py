@@ -59,7 +59,7 @@ def check_meta(meta: dict, expected: dict, where: str) -> None:
   diff = next((f"checkpoint has {a!r}, model has {b!r}" for a, b in zip(saved, want) if a != b),
               f"checkpoint has {len(saved)} parameters, model has {len(want)}")
   raise ModelMismatchError(
-      f"checkpoint {where} was written by a different model "
+      f"checkpoint {where} was written by a different model or gradient reduction "
       f"(saved: {meta.get('model')}, current: {expected.get('model')}); first difference: "
       f"{diff}. Use another --workdir or a matching config.")
 

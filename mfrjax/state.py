@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -21,30 +22,41 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: optax.OptState
+  comm: Any = ()  # gradient-reduction state (PowerSGD's Q and residuals), () for 'mean'
 
 
 def init_state(rng: jax.Array, *, model, tx: optax.GradientTransformation,
-               input_shape: tuple[int, ...]) -> TrainState:
-  """Pure initialiser: jit-able and eval_shape-able."""
+               input_shape: tuple[int, ...], comm_init=None) -> TrainState:
+  """Pure initialiser: jit-able and eval_shape-able.
+
+  `comm_init(params, rng)`, if given, builds the gradient-reduction state.
+  """
   variables = model.init({"params": rng, "dropout": rng}, jnp.zeros(input_shape, jnp.float32),
                          train=False)
   params = variables["params"]
+  comm = () if comm_init is None else comm_init(params, jax.random.fold_in(rng, 1))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    comm=comm)
 
 
 def state_shardings(abstract_state: TrainState, mesh: Mesh):
-  """Data parallel: every leaf of the state is replicated."""
-  return jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_state)
+  """Data parallel: the state is replicated, except per-device PowerSGD residuals,
+  whose leading axis is split over 'data' (each device keeps only its own)."""
+  def rule(path, leaf):
+    per_device = any(getattr(k, "name", None) == "residuals" for k in path) and leaf.ndim > 0
+    return mesh_lib.batch_sharded(mesh) if per_device else mesh_lib.replicated(mesh)
+  return jax.tree_util.tree_map_with_path(rule, abstract_state)
 
 
-def create_train_state(rng: jax.Array, model, tx, input_shape, mesh: Mesh):
+def create_train_state(rng: jax.Array, model, tx, input_shape, mesh: Mesh, comm_init=None):
   """Builds the state straight into its shardings (no full copy on one device first).
 
   Returns:
     (state, abstract_state, shardings)
   """
-  init = jax.tree_util.Partial(init_state, model=model, tx=tx, input_shape=input_shape)
+  init = functools.partial(init_state, model=model, tx=tx, input_shape=input_shape,
+                           comm_init=comm_init)
   abstract = jax.eval_shape(init, rng)
   shardings = state_shardings(abstract, mesh)
   state = jax.jit(init, out_shardings=shardings)(rng)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,16 +26,26 @@ from mfrjax.eval import embed, identification, report
 from mfrjax.losses import barlow
 from mfrjax.models import get_backbone
 from mfrjax.models.heads import EmbedAndProject, Projector
+from mfrjax.parallel import grad_reduce, powersgd
 from mfrjax.parallel import mesh as mesh_lib
 
 
-def build_model(model_cfg) -> EmbedAndProject:
-  backbone = get_backbone(model_cfg.backbone, dtype=model_cfg.dtype)
+def build_model(model_cfg, axis_name: str | None = None) -> EmbedAndProject:
+  """The backbone + projector; `axis_name` for use inside shard_map (PowerSGD)."""
+  backbone = get_backbone(model_cfg.backbone, dtype=model_cfg.dtype, axis_name=axis_name)
   return EmbedAndProject(backbone, Projector(tuple(model_cfg.projector_dims),
-                                             dtype=backbone.dtype))
+                                             dtype=backbone.dtype, axis_name=axis_name))
 
 
-def loss_fn(params, batch_stats, batch, rng, *, model, lambd):
+class PowerSGDContext(NamedTuple):
+  """What the PowerSGD step needs besides the state: see parallel/grad_reduce.py."""
+  model: EmbedAndProject  # built with axis_name='data'
+  mesh: Any
+  plan: powersgd.Plan
+  cfg: ml_collections.ConfigDict
+
+
+def loss_fn(params, batch_stats, batch, rng, *, model, lambd, axis_name=None):
   """Barlow Twins loss of one global batch; BN statistics are updated view by view."""
   rng_a, rng_b = jax.random.split(rng)
   variables = {"params": params, "batch_stats": batch_stats}
@@ -43,25 +54,38 @@ def loss_fn(params, batch_stats, batch, rng, *, model, lambd):
   variables = {"params": params, "batch_stats": upd["batch_stats"]}
   (_, z_b), upd = model.apply(variables, embed.to_float(batch["unmasked"]), train=True,
                               mutable=["batch_stats"], rngs={"dropout": rng_b})
-  loss, parts = barlow.barlow_twins_loss(z_a, z_b, lambd)
+  loss, parts = barlow.barlow_twins_loss(z_a, z_b, lambd, axis_name=axis_name)
   return loss, (upd["batch_stats"], parts)
 
 
-def train_step(state: state_lib.TrainState, batch, rng, *, model, tx, schedule, lambd):
+def train_step(state: state_lib.TrainState, batch, rng, *, model, tx, schedule, lambd,
+               psgd: PowerSGDContext | None = None):
   """One optimisation step. Pure: same (state, batch, rng) -> same result.
 
   `rng` is the run's base key; folding in the step makes the draws of step s the same
-  whether or not the run was restarted before it.
+  whether or not the run was restarted before it. With `psgd`, gradients are reduced
+  by PowerSGD (grad_reduce.py); otherwise XLA's all-reduce does it under jit.
   """
   rng = jax.random.fold_in(rng, state.step)
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, lambd=lambd),
-                               has_aux=True)
-  (loss, (batch_stats, parts)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
+  full_bytes = 4 * state_lib.count_params(state.params)
+  if psgd is None:
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, lambd=lambd),
+                                 has_aux=True)
+    (loss, (batch_stats, parts)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
+    comm, sent = state.comm, jnp.asarray(full_bytes)
+  else:
+    local_loss = functools.partial(loss_fn, model=psgd.model, lambd=lambd,
+                                   axis_name=mesh_lib.DATA)
+    grads, loss, batch_stats, parts, comm = grad_reduce.sharded_grads(
+        local_loss, state.params, state.batch_stats, state.comm, batch, rng, state.step,
+        mesh=psgd.mesh, plan=psgd.plan, cfg=psgd.cfg)
+    sent, _ = grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            batch_stats=batch_stats, opt_state=opt_state)
+                            batch_stats=batch_stats, opt_state=opt_state, comm=comm)
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-             "learning_rate": schedule(state.step), **parts}
+             "learning_rate": schedule(state.step), "comm_bytes": sent,
+             "comm_bytes_uncompressed": jnp.asarray(full_bytes), **parts}
   return new_state, metrics
 
 
@@ -124,11 +148,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch))
   tx = optim.make_optimizer(opt_cfg, schedule)
   size, ch = config.data.image_size, config.data.channels
+  psgd_cfg = config.powersgd
+  if config.grad_reduce not in grad_reduce.MODES:
+    raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
+                     f"{grad_reduce.MODES}")
+  comm_init = None
+  if config.grad_reduce == "powersgd":
+    comm_init = lambda params, key: powersgd.init_state(  # noqa: E731
+        powersgd.make_plan(params, psgd_cfg.rank, psgd_cfg.min_compression_rate), mesh.size,
+        key)
   state, abstract, shardings = state_lib.create_train_state(
-      rng, model, tx, (1, size, size, ch), mesh)
+      rng, model, tx, (1, size, size, ch), mesh, comm_init)
+  psgd = None
+  if comm_init is not None:
+    psgd = PowerSGDContext(build_model(config.model, axis_name=mesh_lib.DATA), mesh,
+                           powersgd.make_plan(abstract.params, psgd_cfg.rank,
+                                              psgd_cfg.min_compression_rate), psgd_cfg)
   meta = {"model": {"backbone": config.model.backbone,
                     "projector_dims": list(config.model.projector_dims)},
-          "param_signature": state_lib.param_signature(abstract.params)}
+          # The reduction state is part of the signature: PowerSGD residuals are per
+          # device, so a change of grad_reduce or of the device count is caught too.
+          "param_signature": state_lib.param_signature(abstract.params) +
+          [f"comm{x}" for x in state_lib.param_signature(abstract.comm)]}
 
   data_it = mesh_lib.DevicePrefetcher(iter(pipeline.train_dataset(
       faceset, train_groups, config.data, global_batch=config.batch_size,
@@ -157,7 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                state_lib.count_params(state.params), mesh.size)
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                        lambd=config.loss.lambd),
+                        lambd=config.loss.lambd, psgd=psgd),
       in_shardings=(shardings, mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
   state, last = _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps,

@@ -30,7 +30,8 @@ def backbone_names() -> list[str]:
   return sorted(_BACKBONES)
 
 
-def get_backbone(name: str, dtype: str = "float32", **overrides):
+def get_backbone(name: str, dtype: str = "float32", axis_name: str | None = None,
+                 **overrides):
   """Builds backbone `name` (e.g. 'iresnet50'); `overrides` replace its defaults.
 
   Raises:
@@ -41,4 +42,4 @@ def get_backbone(name: str, dtype: str = "float32", **overrides):
   if dtype not in _DTYPES:
     raise ValueError(f"unknown config.model.dtype={dtype!r}; valid: {sorted(_DTYPES)}")
   cls, kwargs = _BACKBONES[name]
-  return cls(**{**kwargs, **overrides}, dtype=_DTYPES[dtype])
+  return cls(**{**kwargs, **overrides}, dtype=_DTYPES[dtype], axis_name=axis_name)

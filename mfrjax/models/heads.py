@@ -15,12 +15,13 @@ class Projector(nn.Module):
   """Barlow Twins projector: (Dense -> BN -> ReLU) x (len(dims) - 1) -> Dense (no bias)."""
   dims: Sequence[int]
   dtype: Any = jnp.float32
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for d in self.dims[:-1]:
       x = nn.Dense(d, use_bias=False, dtype=self.dtype)(x)
-      x = nn.relu(batch_norm(train, self.dtype)()(x))
+      x = nn.relu(batch_norm(train, self.dtype, self.axis_name)()(x))
     return nn.Dense(self.dims[-1], use_bias=False, dtype=self.dtype)(x).astype(jnp.float32)
 
 

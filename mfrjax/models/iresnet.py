@@ -22,10 +22,11 @@ class IBasicBlock(nn.Module):
   filters: int
   strides: int
   dtype: Any
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    bn = batch_norm(train, self.dtype)
+    bn = batch_norm(train, self.dtype, self.axis_name)
     conv = lambda f, k, s: nn.Conv(f, k, s, use_bias=False, dtype=self.dtype)  # noqa: E731
     y = bn()(x)
     y = PReLU()(bn()(conv(self.filters, (3, 3), 1)(y)))
@@ -42,15 +43,16 @@ class IResNet(nn.Module):
   embed_dim: int = 512
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  axis_name: str | None = None  # BN statistics over this mesh axis (inside shard_map)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = batch_norm(train, self.dtype)
+    bn = batch_norm(train, self.dtype, self.axis_name)
     x = nn.Conv(self.widths[0], (3, 3), 1, use_bias=False, dtype=self.dtype)(x)
     x = PReLU()(bn()(x))
     for n, w in zip(self.stage_sizes, self.widths):
       for j in range(n):
-        x = IBasicBlock(w, 2 if j == 0 else 1, self.dtype)(x, train)
+        x = IBasicBlock(w, 2 if j == 0 else 1, self.dtype, self.axis_name)(x, train)
     x = bn()(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)

@@ -18,11 +18,14 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
 
 
-def batch_norm(train: bool, dtype, **kw):
+def batch_norm(train: bool, dtype, axis_name: str | None = None, **kw):
   """BatchNorm with the PyTorch defaults (momentum 0.9 here = 0.1 there, eps 1e-5).
 
   Under `jax.jit` with the batch sharded over devices, the batch mean and variance are
   reductions over the *global* batch, so this is synchronised BN with no extra code.
+  Inside `shard_map` (PowerSGD's step) each device sees its shard only, and
+  `axis_name='data'` makes the statistics global again with an explicit pmean.
   """
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                           epsilon=1e-5, dtype=dtype, **kw)
+                           epsilon=1e-5, dtype=dtype, axis_name=axis_name if train else None,
+                           **kw)

@@ -22,10 +22,11 @@ class BasicBlock(nn.Module):
   filters: int
   strides: int
   dtype: Any
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    bn = batch_norm(train, self.dtype)
+    bn = batch_norm(train, self.dtype, self.axis_name)
     y = _conv(self.filters, (3, 3), self.strides, dtype=self.dtype)(x)
     y = nn.relu(bn()(y))
     y = _conv(self.filters, (3, 3), dtype=self.dtype)(y)
@@ -40,10 +41,11 @@ class Bottleneck(nn.Module):
   filters: int
   strides: int
   dtype: Any
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    bn = batch_norm(train, self.dtype)
+    bn = batch_norm(train, self.dtype, self.axis_name)
     y = nn.relu(bn()(_conv(self.filters, (1, 1), dtype=self.dtype)(x)))
     y = nn.relu(bn()(_conv(self.filters, (3, 3), self.strides, dtype=self.dtype)(y)))
     y = _conv(self.filters * 4, (1, 1), dtype=self.dtype)(y)
@@ -60,10 +62,11 @@ class ResNet(nn.Module):
   widths: Sequence[int] = (64, 128, 256, 512)
   stem: str = "imagenet"
   dtype: Any = jnp.float32
+  axis_name: str | None = None  # BN statistics over this mesh axis (inside shard_map)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = batch_norm(train, self.dtype)
+    bn = batch_norm(train, self.dtype, self.axis_name)
     if self.stem == "imagenet":
       x = nn.relu(bn()(_conv(self.widths[0], (7, 7), 2, padding=3, dtype=self.dtype)(x)))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -74,5 +77,5 @@ class ResNet(nn.Module):
     block = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
     for i, (n, w) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(n):
-        x = block(w, 2 if (i > 0 and j == 0) else 1, self.dtype)(x, train)
+        x = block(w, 2 if (i > 0 and j == 0) else 1, self.dtype, self.axis_name)(x, train)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
