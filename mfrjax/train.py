@@ -93,7 +93,7 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the message names the step and the last checkpoint."""
 
 
-def _evaluate(config, model, state, faceset, test_groups, train_groups,
+def _evaluate(config, model, state, *, faceset, test_groups, train_groups,
               mesh) -> tuple[dict, dict]:
   """Embeds the test images and runs the NumPy evaluator. Returns (summary, arrays)."""
   idx = np.concatenate(test_groups)
@@ -119,16 +119,29 @@ def _groups(config, faceset):
   return faceset.groups
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains per `config`, evaluates on unseen identities, returns the results dict.
+class Experiment(NamedTuple):
+  """Everything built from a config before the first step (see `setup`)."""
+  faceset: Any
+  train_ids: np.ndarray
+  test_ids: np.ndarray
+  train_groups: list
+  test_groups: list
+  steps_per_epoch: int
+  total_steps: int
+  model: EmbedAndProject
+  state: state_lib.TrainState
+  abstract: state_lib.TrainState
+  shardings: Any
+  step_fn: Any      # jitted (state, batch, rng) -> (state, metrics), state donated
+  meta: dict        # model signature stored with every checkpoint
 
-  Writes to `workdir`: checkpoints/, TensorBoard events, results.json, embeddings.npz.
-  """
-  os.makedirs(workdir, exist_ok=True)
-  mesh = mesh_lib.make_mesh()
+
+def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
+  """Builds data split, model, optimiser, sharded state and the jitted step."""
   mesh_lib.check_batch_size(config.batch_size, mesh)
-  rng = jax.random.key(config.seed)
-
+  if config.grad_reduce not in grad_reduce.MODES:
+    raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
+                     f"{grad_reduce.MODES}")
   faceset = pipeline.build_faceset(config.data, config.seed)
   train_ids, test_ids = sources.split_identities(
       faceset.labels, len(faceset.identities), config.data.test_fraction, config.seed)
@@ -147,75 +160,89 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   schedule = optim.make_schedule(opt_cfg, total_steps, config.batch_size,
                                  warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch))
   tx = optim.make_optimizer(opt_cfg, schedule)
-  size, ch = config.data.image_size, config.data.channels
-  psgd_cfg = config.powersgd
-  if config.grad_reduce not in grad_reduce.MODES:
-    raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
-                     f"{grad_reduce.MODES}")
+  p_cfg = config.powersgd
   comm_init = None
   if config.grad_reduce == "powersgd":
     comm_init = lambda params, key: powersgd.init_state(  # noqa: E731
-        powersgd.make_plan(params, psgd_cfg.rank, psgd_cfg.min_compression_rate), mesh.size,
-        key)
+        powersgd.make_plan(params, p_cfg.rank, p_cfg.min_compression_rate), mesh.size, key)
+  size, ch = config.data.image_size, config.data.channels
   state, abstract, shardings = state_lib.create_train_state(
-      rng, model, tx, (1, size, size, ch), mesh, comm_init)
+      jax.random.key(config.seed), model, tx, (1, size, size, ch), mesh, comm_init)
   psgd = None
   if comm_init is not None:
     psgd = PowerSGDContext(build_model(config.model, axis_name=mesh_lib.DATA), mesh,
-                           powersgd.make_plan(abstract.params, psgd_cfg.rank,
-                                              psgd_cfg.min_compression_rate), psgd_cfg)
+                           powersgd.make_plan(abstract.params, p_cfg.rank,
+                                              p_cfg.min_compression_rate), p_cfg)
   meta = {"model": {"backbone": config.model.backbone,
                     "projector_dims": list(config.model.projector_dims)},
           # The reduction state is part of the signature: PowerSGD residuals are per
           # device, so a change of grad_reduce or of the device count is caught too.
           "param_signature": state_lib.param_signature(abstract.params) +
           [f"comm{x}" for x in state_lib.param_signature(abstract.comm)]}
-
-  data_it = mesh_lib.DevicePrefetcher(iter(pipeline.train_dataset(
-      faceset, train_groups, config.data, global_batch=config.batch_size,
-      num_epochs=config.num_epochs, seed=config.seed)), mesh)
-  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),
-                                    config.keep_checkpoints)
-  restored = checkpoint.restore(manager, config.resume, abstract, data_it, meta)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  results = {}
-  if restored is None:
-    start_step = 0
-    writer.write_hparams(_flat_hparams(config))
-    if config.eval_at_init:
-      results["init"], _ = _evaluate(config, model, state, faceset, test_groups,
-                                     train_groups, mesh)
-      logging.info("%s", report.format_table(results["init"], "untrained network:"))
-  else:
-    state, start_step, source = restored
-    state = jax.device_put(state, shardings)
-    logging.info("resumed from %s at step %d", source, start_step)
-
-  logging.info("%d train / %d test identities, %d / %d images; %d steps/epoch, %d steps; "
-               "%d parameters on %d devices", len(train_ids), len(test_ids),
-               sum(map(len, train_groups)), sum(map(len, test_groups)), steps_per_epoch,
-               total_steps,
-               state_lib.count_params(state.params), mesh.size)
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
                         lambd=config.loss.lambd, psgd=psgd),
       in_shardings=(shardings, mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-  state, last = _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps,
-                            manager, meta, writer)
+  return Experiment(faceset, train_ids, test_ids, train_groups, test_groups, steps_per_epoch,
+                    total_steps, model, state, abstract, shardings, step_fn, meta)
 
-  results["final"], arrays = _evaluate(config, model, state, faceset, test_groups,
-                                     train_groups, mesh)
-  results["steps"] = total_steps
+
+def train_data(config, exp: Experiment, mesh) -> mesh_lib.DevicePrefetcher:
+  """The checkpointable stream of global training batches."""
+  return mesh_lib.DevicePrefetcher(iter(pipeline.train_dataset(
+      exp.faceset, exp.train_groups, config.data, global_batch=config.batch_size,
+      num_epochs=config.num_epochs, seed=config.seed)), mesh)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains per `config`, evaluates on unseen identities, returns the results dict.
+
+  Writes to `workdir`: checkpoints/, TensorBoard events, results.json, embeddings.npz.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh_lib.make_mesh()
+  exp = setup(config, mesh)
+  state, faceset = exp.state, exp.faceset
+  data_it = train_data(config, exp, mesh)
+  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),
+                                    config.keep_checkpoints)
+  restored = checkpoint.restore(manager, config.resume, exp.abstract, data_it, exp.meta)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  evaluate = functools.partial(_evaluate, config, exp.model, faceset=faceset,
+                               test_groups=exp.test_groups, train_groups=exp.train_groups,
+                               mesh=mesh)
+  results = {}
+  if restored is None:
+    start_step = 0
+    writer.write_hparams(_flat_hparams(config))
+    if config.eval_at_init:
+      results["init"], _ = evaluate(state)
+      logging.info("%s", report.format_table(results["init"], "untrained network:"))
+  else:
+    state, start_step, source = restored
+    state = jax.device_put(state, exp.shardings)
+    logging.info("resumed from %s at step %d", source, start_step)
+
+  logging.info("%d train / %d test identities, %d / %d images; %d steps/epoch, %d steps; "
+               "%d parameters on %d devices", len(exp.train_ids), len(exp.test_ids),
+               sum(map(len, exp.train_groups)), sum(map(len, exp.test_groups)),
+               exp.steps_per_epoch, exp.total_steps, state_lib.count_params(state.params),
+               mesh.size)
+  state, last = _train_loop(config, state, exp.step_fn, data_it, jax.random.key(config.seed),
+                            start_step, exp.total_steps, manager, exp.meta, writer)
+
+  results["final"], arrays = evaluate(state)
+  results["steps"] = exp.total_steps
   results["last_logged"] = last
   if jax.process_index() == 0:
     report.write_json(os.path.join(workdir, "results.json"), results)
     np.savez(os.path.join(workdir, "embeddings.npz"), identities=np.asarray(faceset.identities),
              groups=np.asarray(_groups(config, faceset) or ()), **arrays)
-  print(report.format_table(results["final"], f"results after {total_steps} steps "
-                            f"({len(test_ids)} unseen identities):"), flush=True)
-  writer.write_scalars(total_steps, {f"eval/{k}": v["accuracy"]
-                                     for k, v in results["final"].items()})
+  print(report.format_table(results["final"], f"results after {exp.total_steps} steps "
+                            f"({len(exp.test_ids)} unseen identities):"), flush=True)
+  writer.write_scalars(exp.total_steps, {f"eval/{k}": v["accuracy"]
+                                         for k, v in results["final"].items()})
   writer.flush()
   return results
 

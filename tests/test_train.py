@@ -1,6 +1,5 @@
 """The trainer end to end on the smoke config (8 fake CPU devices)."""
 
-import functools
 import glob
 import json
 import os
@@ -10,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import checkpoint, optim, state as state_lib, train
-from mfrjax.data import pipeline, sources
+from mfrjax import checkpoint, train
+from mfrjax.data import pipeline
 from mfrjax.parallel import mesh as mesh_lib
 from tests.conftest import smoke_config
 
@@ -88,31 +87,23 @@ def test_batch_must_divide_over_devices(tmp_path):
     train.train_and_evaluate(smoke_config(batch_size=12), str(tmp_path))
 
 
-def _one_step(devices):
-  """One train step of the smoke model on a fixed global batch, on `devices`."""
-  cfg = smoke_config()
+def one_step(devices, **overrides):
+  """One train step of the smoke model on a fixed global batch of 16, on `devices`.
+
+  Warm-up is off so that step 0 has a non-zero learning rate and really moves the
+  parameters being compared.
+  """
+  cfg = smoke_config(batch_size=16, **{"optimizer.warmup_epochs": 0.0}, **overrides)
   mesh = mesh_lib.make_mesh(devices)
-  model = train.build_model(cfg.model)
-  schedule = optim.make_schedule(cfg.optimizer, 10, cfg.batch_size, warmup_steps=0)
-  tx = optim.make_optimizer(cfg.optimizer, schedule)
-  rng = jax.random.key(0)
-  state, _, shardings = state_lib.create_train_state(rng, model, tx, (1, 16, 16, 1), mesh)
-  fs = pipeline.build_faceset(cfg.data, 0)
-  train_ids, _ = sources.split_identities(fs.labels, len(fs.identities), 0.25, 0)
-  groups = pipeline.images_by_identity(fs.labels, train_ids)
-  batch = next(iter(pipeline.train_dataset(fs, groups, cfg.data, global_batch=16,
-                                           num_epochs=1, seed=0)))
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
-                                   lambd=0.0051),
-                 in_shardings=(shardings, mesh_lib.batch_sharded(mesh), None),
-                 out_shardings=(shardings, None))
-  new_state, metrics = step(state, mesh_lib.to_global(batch, mesh), rng)
-  return new_state, metrics
+  exp = train.setup(cfg, mesh)
+  batch = next(iter(pipeline.train_dataset(exp.faceset, exp.train_groups, cfg.data,
+                                           global_batch=16, num_epochs=1, seed=0)))
+  return exp.step_fn(exp.state, mesh_lib.to_global(batch, mesh), jax.random.key(0))
 
 
 def test_one_step_same_on_8_devices_and_1():
-  s8, m8 = _one_step(jax.devices())
-  s1, m1 = _one_step(jax.devices()[:1])
+  s8, m8 = one_step(jax.devices())
+  s1, m1 = one_step(jax.devices()[:1])
   np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-5)
   np.testing.assert_allclose(float(m8["grad_norm"]), float(m1["grad_norm"]), rtol=1e-4)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,

@@ -1,6 +1,5 @@
 """Training with PowerSGD on 8 fake devices: exact at full rank, reproducible, resumable."""
 
-import functools
 import os
 import shutil
 
@@ -8,45 +7,18 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import optim, state as state_lib, train
-from mfrjax.data import pipeline, sources
-from mfrjax.parallel import mesh as mesh_lib, powersgd
+from mfrjax import train
 from tests.conftest import smoke_config
+from tests.test_train import one_step
 
 PSGD = {"grad_reduce": "powersgd", "powersgd.start_step": 3, "powersgd.rank": 2}
 
 
-def one_step(cfg, reduce_with_powersgd):
-  mesh = mesh_lib.make_mesh()
-  model = train.build_model(cfg.model)
-  schedule = optim.make_schedule(cfg.optimizer, 10, cfg.batch_size, warmup_steps=0)
-  tx = optim.make_optimizer(cfg.optimizer, schedule)
-  rng = jax.random.key(0)
-  p = cfg.powersgd
-  comm_init, psgd = None, None
-  if reduce_with_powersgd:
-    comm_init = lambda params, key: powersgd.init_state(  # noqa: E731
-        powersgd.make_plan(params, p.rank, p.min_compression_rate), mesh.size, key)
-  state, abstract, shardings = state_lib.create_train_state(rng, model, tx, (1, 16, 16, 1),
-                                                            mesh, comm_init)
-  if reduce_with_powersgd:
-    psgd = train.PowerSGDContext(train.build_model(cfg.model, axis_name=mesh_lib.DATA), mesh,
-                                 powersgd.make_plan(abstract.params, p.rank,
-                                                    p.min_compression_rate), p)
-  fs = pipeline.build_faceset(cfg.data, 0)
-  ids, _ = sources.split_identities(fs.labels, len(fs.identities), 0.25, 0)
-  batch = next(iter(pipeline.train_dataset(fs, pipeline.images_by_identity(fs.labels, ids),
-                                           cfg.data, global_batch=16, num_epochs=1, seed=0)))
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
-                                   lambd=0.0051, psgd=psgd))
-  return step(state, mesh_lib.to_global(batch, mesh), rng)
-
-
 def test_full_rank_powersgd_step_equals_plain_step():
-  cfg = smoke_config(**{"powersgd.rank": 1000, "powersgd.start_step": 0,
-                        "powersgd.min_compression_rate": 0.0})
-  s_psgd, m_psgd = one_step(cfg, True)
-  s_mean, m_mean = one_step(cfg, False)
+  full_rank = {"powersgd.rank": 1000, "powersgd.start_step": 0,
+               "powersgd.min_compression_rate": 0.0}
+  s_psgd, m_psgd = one_step(jax.devices(), grad_reduce="powersgd", **full_rank)
+  s_mean, m_mean = one_step(jax.devices(), **full_rank)
   np.testing.assert_allclose(float(m_psgd["loss"]), float(m_mean["loss"]), rtol=1e-5)
   np.testing.assert_allclose(float(m_psgd["grad_norm"]), float(m_mean["grad_norm"]),
                              rtol=1e-3)
