@@ -1,11 +1,8 @@
 """PowerSGD: exactness at full rank, error feedback, byte counts, batching, training."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import PartitionSpec as P
 
 from mfrjax.parallel import grad_reduce, powersgd
@@ -93,7 +90,6 @@ def test_without_error_feedback_residuals_stay_zero():
 
 def test_uncompressed_leaves_are_reduced_in_one_batched_collective():
   shapes = {"a": (5,), "b": (3, 2), "c": (4,)}
-  params = {k: jnp.zeros(s) for k, s in shapes.items()}
   local = per_device_grads(shapes, seed=4)
   mesh = mesh_lib.make_mesh()
   f = jax.shard_map(lambda g: powersgd.reduce_mean(jax.tree.map(lambda x: x[0], g), D),
@@ -103,7 +99,6 @@ def test_uncompressed_leaves_are_reduced_in_one_batched_collective():
     np.testing.assert_allclose(np.asarray(out[k]), local[k].mean(0), rtol=1e-5, atol=1e-6)
   jaxpr = str(jax.make_jaxpr(f)(local))
   assert jaxpr.count("psum") == 1, jaxpr  # one collective for all three leaves
-  del params
 
 
 def test_orthonormalize_handles_rank_deficiency():

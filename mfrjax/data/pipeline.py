@@ -127,12 +127,7 @@ class ViewLoader:
 
   def __call__(self, index: int, masked: bool, variant: int) -> np.ndarray:
     cfg, fs = self.cfg, self.faceset
-    try:
-      img = fs.load(index, masked and fs.masked_files, variant)
-    except sources.ImageReadError:
-      raise
-    except Exception as e:  # name the image whatever went wrong
-      raise RuntimeError(f"failed to load {fs.describe(index)}: {e}") from e
+    img = fs.load(index, masked and fs.masked_files, variant)  # errors name the file
     img = transforms.preprocess(img, cfg.image_size, cfg.channels, cfg.crop_fraction)
     if masked and not fs.masked_files:
       # Same mask for the same image and variant, whatever the worker or the run.
