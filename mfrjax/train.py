@@ -79,7 +79,7 @@ def train_step(state: state_lib.TrainState, batch, rng, *, model, tx, schedule, 
     grads, loss, batch_stats, parts, comm = grad_reduce.sharded_grads(
         local_loss, state.params, state.batch_stats, state.comm, batch, rng, state.step,
         mesh=psgd.mesh, plan=psgd.plan, cfg=psgd.cfg)
-    sent, _ = grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step)
+    sent = grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=batch_stats, opt_state=opt_state, comm=comm)

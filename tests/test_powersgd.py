@@ -122,3 +122,9 @@ def test_compressed_leaves_share_two_collectives():
                     mesh=mesh_lib.make_mesh(), in_specs=(P(D), specs), out_specs=(P(), specs))
   jaxpr = str(jax.make_jaxpr(f)(per_device_grads(shapes), state))
   assert jaxpr.count("psum") == 3, jaxpr  # vectors, all P's, all Q's
+
+
+def test_bytes_sent_switches_at_start_step():
+  plan = powersgd.make_plan({"w": jnp.zeros((12, 9))}, rank=2, min_compression_rate=0.0)
+  assert int(grad_reduce.bytes_sent(plan, jnp.int32(4), 5)) == plan.uncompressed_bytes == 432
+  assert int(grad_reduce.bytes_sent(plan, jnp.int32(5), 5)) == plan.compressed_bytes == 168

@@ -76,7 +76,6 @@ def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh,
   return f(params, batch_stats, comm, batch, rng, step)
 
 
-def bytes_sent(plan, step, start_step: int) -> tuple[jax.Array, int]:
-  """(bytes a device sends this step, bytes a plain all-reduce would send)."""
-  full = plan.uncompressed_bytes
-  return jnp.where(step >= start_step, plan.compressed_bytes, full), full
+def bytes_sent(plan, step, start_step: int) -> jax.Array:
+  """Bytes a device sends this step: compressed from start_step on, plain before."""
+  return jnp.where(step >= start_step, plan.compressed_bytes, plan.uncompressed_bytes)
