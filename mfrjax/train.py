@@ -1,8 +1,9 @@
-"""The Barlow Twins training loop: build state, step, log, checkpoint, evaluate.
+"""The training loop shared by every method: build state, step, log, checkpoint, evaluate.
 
-Two views of the same person feed the network: a masked image and an unmasked image.
-The Barlow Twins loss makes their projections agree dimension by dimension while
-decorrelating the dimensions, so the embedding learns what a mask does not hide.
+What differs between methods (model, loss, batch format) comes from methods.py by
+`config.method`; the state, data parallelism (XLA's all-reduce or PowerSGD), the
+checkpointed data stream and the evaluation on unseen identities are the same for all,
+so methods are compared under identical conditions.
 """
 
 from __future__ import annotations
@@ -20,64 +21,41 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from mfrjax import checkpoint, optim, state as state_lib
+from mfrjax import checkpoint, methods, optim, state as state_lib
 from mfrjax.data import pipeline, sources
-from mfrjax.eval import embed, identification, report
-from mfrjax.losses import barlow
-from mfrjax.models import get_backbone
-from mfrjax.models.heads import EmbedAndProject, Projector
+from mfrjax.eval import classifiers, embed, identification, report
 from mfrjax.parallel import grad_reduce, powersgd
 from mfrjax.parallel import mesh as mesh_lib
 
 
-def build_model(model_cfg, axis_name: str | None = None) -> EmbedAndProject:
-  """The backbone + projector; `axis_name` for use inside shard_map (PowerSGD)."""
-  backbone = get_backbone(model_cfg.backbone, dtype=model_cfg.dtype, axis_name=axis_name)
-  return EmbedAndProject(backbone, Projector(tuple(model_cfg.projector_dims),
-                                             dtype=backbone.dtype, axis_name=axis_name))
-
-
 class PowerSGDContext(NamedTuple):
   """What the PowerSGD step needs besides the state: see parallel/grad_reduce.py."""
-  model: EmbedAndProject  # built with axis_name='data'
+  loss_fn: Any  # the method's loss with its model built with axis_name='data'
   mesh: Any
   plan: powersgd.Plan
   cfg: ml_collections.ConfigDict
 
 
-def loss_fn(params, batch_stats, batch, rng, *, model, lambd, axis_name=None):
-  """Barlow Twins loss of one global batch; BN statistics are updated view by view."""
-  rng_a, rng_b = jax.random.split(rng)
-  variables = {"params": params, "batch_stats": batch_stats}
-  (_, z_a), upd = model.apply(variables, embed.to_float(batch["masked"]), train=True,
-                              mutable=["batch_stats"], rngs={"dropout": rng_a})
-  variables = {"params": params, "batch_stats": upd["batch_stats"]}
-  (_, z_b), upd = model.apply(variables, embed.to_float(batch["unmasked"]), train=True,
-                              mutable=["batch_stats"], rngs={"dropout": rng_b})
-  loss, parts = barlow.barlow_twins_loss(z_a, z_b, lambd, axis_name=axis_name)
-  return loss, (upd["batch_stats"], parts)
-
-
-def train_step(state: state_lib.TrainState, batch, rng, *, model, tx, schedule, lambd,
+def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule,
                psgd: PowerSGDContext | None = None):
   """One optimisation step. Pure: same (state, batch, rng) -> same result.
 
-  `rng` is the run's base key; folding in the step makes the draws of step s the same
-  whether or not the run was restarted before it. With `psgd`, gradients are reduced
-  by PowerSGD (grad_reduce.py); otherwise XLA's all-reduce does it under jit.
+  `loss_fn(params, batch_stats, batch, rng, step)` is the method's loss (methods.py)
+  with its hyper-parameters bound. `rng` is the run's base key; folding in the step
+  makes the draws of step s the same whether or not the run was restarted before it.
+  With `psgd`, gradients are reduced by PowerSGD (grad_reduce.py); otherwise XLA's
+  all-reduce does it under jit.
   """
   rng = jax.random.fold_in(rng, state.step)
   full_bytes = 4 * state_lib.count_params(state.params)
   if psgd is None:
-    grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, lambd=lambd),
-                                 has_aux=True)
-    (loss, (batch_stats, parts)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (batch_stats, parts)), grads = grad_fn(state.params, state.batch_stats, batch, rng,
+                                                  state.step)
     comm, sent = state.comm, jnp.asarray(full_bytes)
   else:
-    local_loss = functools.partial(loss_fn, model=psgd.model, lambd=lambd,
-                                   axis_name=mesh_lib.DATA)
     grads, loss, batch_stats, parts, comm = grad_reduce.sharded_grads(
-        local_loss, state.params, state.batch_stats, state.comm, batch, rng, state.step,
+        psgd.loss_fn, state.params, state.batch_stats, state.comm, batch, rng, state.step,
         mesh=psgd.mesh, plan=psgd.plan, cfg=psgd.cfg)
     sent = grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -103,7 +81,8 @@ def _evaluate(config, model, state, *, faceset, test_groups, train_groups,
                             config.eval.batch_size, mesh)
   is_gallery = identification.gallery_probe_split(labels, config.eval.gallery_fraction,
                                                   config.seed)
-  results = identification.evaluate(emb, labels, is_gallery, k=config.eval.k)
+  results = identification.evaluate(emb, labels, is_gallery,
+                                    predictors=classifiers.from_config(config.eval, config.seed))
   groups = _groups(config, faceset)
   train_image_groups = None
   if groups is not None:
@@ -121,6 +100,7 @@ def _groups(config, faceset):
 
 class Experiment(NamedTuple):
   """Everything built from a config before the first step (see `setup`)."""
+  method: methods.Method
   faceset: Any
   train_ids: np.ndarray
   test_ids: np.ndarray
@@ -128,7 +108,7 @@ class Experiment(NamedTuple):
   test_groups: list
   steps_per_epoch: int
   total_steps: int
-  model: EmbedAndProject
+  model: Any
   state: state_lib.TrainState
   abstract: state_lib.TrainState
   shardings: Any
@@ -136,9 +116,32 @@ class Experiment(NamedTuple):
   meta: dict        # model signature stored with every checkpoint
 
 
+def _steps_per_epoch(config, method: methods.Method, train_groups) -> int:
+  if method.stream == "pairs":
+    if config.data.sampler not in pipeline.PAIR_SAMPLERS:
+      raise ValueError(f"config.method={config.method!r} trains on pairs: config.data.sampler "
+                       f"must be one of {pipeline.PAIR_SAMPLERS}, not {config.data.sampler!r}")
+    n = pipeline.pairs_per_epoch(train_groups, config.data.sampler) // config.batch_size
+  else:
+    if config.data.sampler != "identities":
+      raise ValueError(f"config.method={config.method!r} mines inside identity batches: set "
+                       f"config.data.sampler='identities', not {config.data.sampler!r}")
+    n = pipeline.identity_batches_per_epoch(train_groups, config.data, config.batch_size)
+  if n == 0:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than one epoch of "
+                     "training data; lower it or add data")
+  return n
+
+
 def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   """Builds data split, model, optimiser, sharded state and the jitted step."""
+  method = methods.get_method(config.method)
   mesh_lib.check_batch_size(config.batch_size, mesh)
+  if method.stream == "identities" and config.batch_size % (
+      mesh.size * config.data.images_per_identity):
+    raise ValueError(f"config.batch_size={config.batch_size} must divide by {mesh.size} devices "
+                     f"x config.data.images_per_identity={config.data.images_per_identity}, so "
+                     "that every device holds whole people")
   if config.grad_reduce not in grad_reduce.MODES:
     raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
                      f"{grad_reduce.MODES}")
@@ -148,51 +151,56 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   cap = config.data.max_images_per_identity
   train_groups = pipeline.select_images(faceset.labels, train_ids, cap, config.seed)
   test_groups = pipeline.select_images(faceset.labels, test_ids, cap, config.seed)
-  steps_per_epoch = pipeline.pairs_per_epoch(train_groups, config.data.sampler) \
-      // config.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.batch_size={config.batch_size} is larger than one epoch of "
-                     "training pairs; lower it or add data")
+  steps_per_epoch = _steps_per_epoch(config, method, train_groups)
   total_steps = steps_per_epoch * config.num_epochs
 
-  model = build_model(config.model)
+  model = method.build_model(config.model)
   opt_cfg = config.optimizer
   schedule = optim.make_schedule(opt_cfg, total_steps, config.batch_size,
-                                 warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch))
+                                 warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch),
+                                 steps_per_epoch=steps_per_epoch)
   tx = optim.make_optimizer(opt_cfg, schedule)
+  loss_kw = {} if method.stream == "pairs" else {"steps_per_epoch": steps_per_epoch}
   p_cfg = config.powersgd
   comm_init = None
   if config.grad_reduce == "powersgd":
     comm_init = lambda params, key: powersgd.init_state(  # noqa: E731
         powersgd.make_plan(params, p_cfg.rank, p_cfg.min_compression_rate), mesh.size, key)
-  size, ch = config.data.image_size, config.data.channels
   state, abstract, shardings = state_lib.create_train_state(
-      jax.random.key(config.seed), model, tx, (1, size, size, ch), mesh, comm_init)
+      jax.random.key(config.seed), model, tx, (1, *pipeline.input_shape(config.data)), mesh,
+      comm_init)
   psgd = None
   if comm_init is not None:
-    psgd = PowerSGDContext(build_model(config.model, axis_name=mesh_lib.DATA), mesh,
-                           powersgd.make_plan(abstract.params, p_cfg.rank,
-                                              p_cfg.min_compression_rate), p_cfg)
-  meta = {"model": {"backbone": config.model.backbone,
-                    "projector_dims": list(config.model.projector_dims)},
+    local_loss = functools.partial(
+        method.loss_fn, model=method.build_model(config.model, axis_name=mesh_lib.DATA),
+        config=config, axis_name=mesh_lib.DATA, **loss_kw)
+    psgd = PowerSGDContext(local_loss, mesh, powersgd.make_plan(
+        abstract.params, p_cfg.rank, p_cfg.min_compression_rate), p_cfg)
+  meta = {"model": {"method": config.method, **config.model.to_dict()},
           # The reduction state is part of the signature: PowerSGD residuals are per
           # device, so a change of grad_reduce or of the device count is caught too.
           "param_signature": state_lib.param_signature(abstract.params) +
           [f"comm{x}" for x in state_lib.param_signature(abstract.comm)]}
   step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                        lambd=config.loss.lambd, psgd=psgd),
+      functools.partial(train_step, loss_fn=functools.partial(method.loss_fn, model=model,
+                                                              config=config, **loss_kw),
+                        tx=tx, schedule=schedule, psgd=psgd),
       in_shardings=(shardings, mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-  return Experiment(faceset, train_ids, test_ids, train_groups, test_groups, steps_per_epoch,
-                    total_steps, model, state, abstract, shardings, step_fn, meta)
+  return Experiment(method, faceset, train_ids, test_ids, train_groups, test_groups,
+                    steps_per_epoch, total_steps, model, state, abstract, shardings, step_fn,
+                    meta)
 
 
 def train_data(config, exp: Experiment, mesh) -> mesh_lib.DevicePrefetcher:
   """The checkpointable stream of global training batches."""
-  return mesh_lib.DevicePrefetcher(iter(pipeline.train_dataset(
-      exp.faceset, exp.train_groups, config.data, global_batch=config.batch_size,
-      num_epochs=config.num_epochs, seed=config.seed)), mesh)
+  kw = dict(global_batch=config.batch_size, num_epochs=config.num_epochs, seed=config.seed)
+  if exp.method.stream == "pairs":
+    ds = pipeline.train_dataset(exp.faceset, exp.train_groups, config.data, **kw)
+  else:
+    ds = pipeline.identity_dataset(exp.faceset, exp.train_groups, config.data,
+                                   views=exp.method.views, **kw)
+  return mesh_lib.DevicePrefetcher(iter(ds), mesh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -230,7 +238,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                exp.steps_per_epoch, exp.total_steps, state_lib.count_params(state.params),
                mesh.size)
   state, last = _train_loop(config, state, exp.step_fn, data_it, jax.random.key(config.seed),
-                            start_step, exp.total_steps, manager, exp.meta, writer)
+                            start_step, exp.total_steps, manager, exp.meta, writer,
+                            images_per_row=len(exp.method.views))
 
   results["final"], arrays = evaluate(state)
   results["steps"] = exp.total_steps
@@ -262,7 +271,7 @@ def _flat_hparams(config) -> dict:
 
 
 def _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, manager, meta,
-                writer):
+                writer, images_per_row: int):
   """Runs steps start_step+1..total_steps; checks every loss one step late (no stall).
 
   Returns:
@@ -283,10 +292,10 @@ def _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, m
       losses.append(_check_finite(*pending, manager))
       pending = None
       now = time.perf_counter()
-      pairs_per_s = (step - last_log_step) * config.batch_size / max(now - t_log, 1e-9)
+      rows_per_s = (step - last_log_step) * config.batch_size / max(now - t_log, 1e-9)
       scalars = {k: float(v) for k, v in metrics.items()}
-      scalars.update({"loss_mean": float(np.mean(losses)), "pairs_per_sec": pairs_per_s,
-                      "images_per_sec": 2 * pairs_per_s})
+      scalars.update({"loss_mean": float(np.mean(losses)), "rows_per_sec": rows_per_s,
+                      "images_per_sec": images_per_row * rows_per_s})
       writer.write_scalars(step, scalars)
       losses, t_log, last_log_step = [], now, step
     if step % config.checkpoint_every == 0 or step == total_steps:

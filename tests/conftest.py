@@ -22,13 +22,13 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
-def smoke_config(**overrides):
-  """configs/barlow.py:smoke with dotted-key overrides, e.g. {'optimizer.name': 'sgd'}."""
+def load_config(name: str = "barlow", variant: str = "smoke", **overrides):
+  """configs/<name>.py:<variant> with dotted-key overrides, e.g. {'optimizer.name': 'sgd'}."""
   import importlib.util
-  spec = importlib.util.spec_from_file_location("barlow_cfg", ROOT / "configs" / "barlow.py")
+  spec = importlib.util.spec_from_file_location(f"{name}_cfg", ROOT / "configs" / f"{name}.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  cfg = mod.get_config("smoke")
+  cfg = mod.get_config(variant)
   for key, value in overrides.items():
     node = cfg
     *parents, leaf = key.split(".")
@@ -36,3 +36,8 @@ def smoke_config(**overrides):
       node = node[p]
     node[leaf] = value
   return cfg
+
+
+def smoke_config(**overrides):
+  """configs/barlow.py:smoke with dotted-key overrides."""
+  return load_config("barlow", "smoke", **overrides)

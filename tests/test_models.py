@@ -58,3 +58,19 @@ def test_projector_and_embed():
   e, z = model.apply(v, x)
   assert e.shape == (2, 128) and z.shape == (2, 8)
   np.testing.assert_allclose(model.apply(v, x, method=model.embed), e)
+
+
+def test_embedding_head_is_normalised_and_dropout_only_in_training():
+  from mfrjax import methods
+  from tests.conftest import load_config
+  cfg = load_config("quintuplet").model
+  model = methods.build_embedder(cfg)
+  x = jax.random.normal(jax.random.key(5), (4, 16, 16, 1))
+  v = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+  e = model.apply(v, x, method=model.embed)
+  assert e.shape == (4, cfg.embed_dim)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(model.apply(v, x)), np.asarray(e))
+  t1, t2 = (model.apply(v, x, train=True, mutable=["batch_stats"],
+                        rngs={"dropout": jax.random.key(k)})[0] for k in (2, 3))
+  assert not np.allclose(np.asarray(t1), np.asarray(t2))  # dropout draws differ

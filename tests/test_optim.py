@@ -31,6 +31,27 @@ def test_schedule_warmup_peak_and_end():
   assert float(s(55)) == pytest.approx(peak * 0.01 + (peak - peak * 0.01) * 0.5, rel=1e-4)
 
 
+def test_step_schedule_divides_by_ten_every_two_epochs():
+  cfg = smoke_config().optimizer
+  cfg.schedule, cfg.learning_rate, cfg.scale_by_batch = "step", 0.05, False
+  cfg.decay_every_epochs, cfg.decay_factor = 2.0, 0.1
+  s = optim.make_schedule(cfg, total_steps=100, global_batch=120, warmup_steps=0,
+                          steps_per_epoch=10)
+  got = [float(s(i)) for i in (0, 19, 20, 39, 40, 99)]
+  np.testing.assert_allclose(got, [0.05, 0.05, 0.005, 0.005, 0.0005, 0.05 * 1e-4], rtol=1e-5)
+  w = optim.make_schedule(cfg, total_steps=100, global_batch=120, warmup_steps=4,
+                          steps_per_epoch=10)
+  assert float(w(0)) == 0.0 and float(w(2)) == pytest.approx(0.025)
+  assert float(w(4)) == pytest.approx(0.05) and float(w(24)) == pytest.approx(0.005)
+
+
+def test_unknown_schedule_names_the_key():
+  cfg = smoke_config().optimizer
+  cfg.schedule = "linear"
+  with pytest.raises(ValueError, match="config.optimizer.schedule"):
+    optim.make_schedule(cfg, 10, 8, 0)
+
+
 def lars_update(cfg, params, grads):
   tx = optim.make_optimizer(cfg, optax.constant_schedule(1.0))
   updates, _ = tx.update(grads, tx.init(params), params)

@@ -147,3 +147,65 @@ def test_corrupt_image_error_names_the_file_through_the_pipeline(tmp_path):
                               cfg.data, global_batch=2, num_epochs=1, seed=0)
   with pytest.raises(Exception, match=r"b/1\.png"):
     list(ds)
+
+
+def test_identity_rows_are_k_people_x_m_images():
+  labels, groups = groups_for([5, 4, 1, 2, 7, 3, 6])
+  eligible = pipeline.eligible_identities(groups, 2)
+  assert len(eligible) == 6   # the person with 1 image cannot give a positive
+  rows = pipeline.epoch_identity_rows(eligible, ids_per_batch=2, per_identity=3, seed=0, epoch=0)
+  assert len(rows) == 6 * 3
+  people = labels[rows].reshape(3, 2, 3)        # batches x people x images
+  assert (people == people[..., :1]).all()      # each block of 3 is one person
+  assert len(np.unique(people[:, :, 0])) == 6   # every eligible person once per epoch
+  for block in rows.reshape(-1, 3):
+    if len(groups[labels[block[0]]]) >= 3:      # enough images: no repeats
+      assert len(np.unique(block)) == 3
+  again = pipeline.epoch_identity_rows(eligible, 2, 3, seed=0, epoch=0)
+  other = pipeline.epoch_identity_rows(eligible, 2, 3, seed=0, epoch=1)
+  assert np.array_equal(rows, again) and not np.array_equal(rows, other)
+
+
+def test_identity_rows_split_by_process_into_contiguous_blocks():
+  _, groups = groups_for([4] * 8)
+  one = pipeline.IdentityRows(groups, 4, 3, 0, 2, global_batch=12, process_index=0,
+                              process_count=1)
+  halves = [pipeline.IdentityRows(groups, 4, 3, 0, 2, 12, p, 2) for p in (0, 1)]
+  assert len(one) == 2 * 2 * 12 and len(halves[0]) == len(one) // 2
+  full = [one[k] for k in range(len(one))]
+  for b in range(len(one) // 12):
+    got = [halves[p][b * 6 + r] for p in (0, 1) for r in range(6)]
+    assert got == full[b * 12:(b + 1) * 12]   # same global rows, process 0 first
+
+
+def test_identity_stream_loads_views_and_whole_people():
+  cfg = smoke_config(**{"data.sampler": "identities"}).data
+  fs = pipeline.build_faceset(cfg, 0)
+  groups = pipeline.images_by_identity(fs.labels, np.arange(8))
+  ds = pipeline.identity_dataset(fs, groups, cfg, global_batch=24, num_epochs=1, seed=0,
+                                 views=("unmasked", "masked"))
+  batch = next(iter(ds))
+  assert batch["unmasked"].shape == batch["masked"].shape == (24, 16, 16, 1)
+  assert (batch["label"].reshape(8, 3) == batch["label"].reshape(8, 3)[:, :1]).all()
+  assert not np.array_equal(batch["unmasked"], batch["masked"])
+  again = next(iter(pipeline.identity_dataset(fs, groups, cfg, global_batch=24, num_epochs=1,
+                                              seed=0, views=("unmasked",))))
+  assert set(again) == {"unmasked", "label"}
+  np.testing.assert_array_equal(again["unmasked"], batch["unmasked"])
+  with pytest.raises(ValueError, match="images_per_identity=3"):
+    pipeline.identity_dataset(fs, groups, cfg, global_batch=20, num_epochs=1, seed=0,
+                              views=("unmasked",))
+
+
+def test_upper_face_crop_keeps_the_top_rows_of_blocks():
+  from mfrjax.data import transforms
+  img = np.arange(20 * 20, dtype=np.uint8).reshape(20, 20, 1)
+  np.testing.assert_array_equal(transforms.keep_top_blocks(img, 10, 50), img[:10])
+  assert transforms.keep_top_blocks(img, 10, 70).shape == (14, 20, 1)
+  with pytest.raises(ValueError, match="config.data.upper_face.keep_blocks=55"):
+    transforms.keep_top_blocks(img, 10, 55)
+  cfg = smoke_config(**{"data.upper_face.enabled": True}).data
+  assert pipeline.input_shape(cfg) == (8, 16, 1)
+  fs = pipeline.build_faceset(cfg, 0)
+  batch = next(pipeline.eval_batches(fs, np.arange(4), cfg, 0, 4))
+  assert batch["masked"].shape == (4, 8, 16, 1)

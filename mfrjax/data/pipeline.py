@@ -1,6 +1,12 @@
-"""Grain pipelines: the (masked, unmasked) pair stream for training and padded eval batches.
+"""Grain pipelines: the training streams and padded eval batches.
 
-Training stream, per process:
+Two training streams:
+  pairs       (masked image i, unmasked image j) of the same person (Barlow Twins);
+  identities  K people x M images per batch, each image as loaded views, e.g. unmasked
+              and its masked copy (quintuplet) or unmasked only (triplet); every
+              device receives whole people, so in-batch mining always finds positives.
+
+Pair stream, per process:
 
     EpochPairs (seeded pairs of image indices, re-drawn every epoch)
       -> random_map(load + mask + augment)            (RNG seeded by the global index)
@@ -23,7 +29,8 @@ import numpy as np
 
 from mfrjax.data import sources, transforms
 
-SAMPLERS = ("random", "couples")
+PAIR_SAMPLERS = ("random", "couples")
+SAMPLERS = PAIR_SAMPLERS + ("identities",)
 
 
 def build_faceset(data_cfg, seed: int):
@@ -91,7 +98,8 @@ def epoch_pairs(groups: list[np.ndarray], sampler: str, seed: int, epoch: int) -
       perm = rng.permutation(imgs)[: n - n % 2]
       out.append(perm.reshape(-1, 2))
     else:
-      raise ValueError(f"unknown config.data.sampler={sampler!r}; valid: {SAMPLERS}")
+      raise ValueError(f"config.data.sampler={sampler!r} does not make pairs; valid for "
+                       f"this method: {PAIR_SAMPLERS}")
   pairs = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
   return pairs[rng.permutation(len(pairs))]
 
@@ -133,7 +141,19 @@ class ViewLoader:
       # Same mask for the same image and variant, whatever the worker or the run.
       img = transforms.draw_mask(img, np.random.default_rng([self.seed, 13, index, variant]),
                                  cfg.mask_top)
+    if cfg.upper_face.enabled:  # occlusion removal: after masking, as for a real probe
+      img = transforms.keep_top_blocks(img, cfg.upper_face.grid, cfg.upper_face.keep_blocks)
     return img
+
+
+def input_shape(data_cfg) -> tuple[int, int, int]:
+  """(H, W, C) of the images the model sees, after any upper-face crop."""
+  s, c = data_cfg.image_size, data_cfg.channels
+  if data_cfg.upper_face.enabled:
+    u = data_cfg.upper_face
+    return transforms.keep_top_blocks(np.zeros((s, s, c), np.uint8), u.grid,
+                                      u.keep_blocks).shape
+  return (s, s, c)
 
 
 class _MakePair(grain.transforms.RandomMap):
@@ -181,6 +201,118 @@ def train_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: 
   ds = ds.batch(global_batch // n_proc, drop_remainder=True)
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
                                               prefetch_buffer_size=data_cfg.prefetch))
+
+
+def eligible_identities(groups: list[np.ndarray], min_images: int) -> list[np.ndarray]:
+  """Identities with at least `min_images` images (an identity alone has no positive)."""
+  return [g for g in groups if len(g) >= max(min_images, 1)]
+
+
+def epoch_identity_rows(groups: list[np.ndarray], ids_per_batch: int, per_identity: int,
+                        seed: int, epoch: int) -> np.ndarray:
+  """Image indices of one epoch, K = ids_per_batch people x M = per_identity images per batch.
+
+  Identities are shuffled and cut into batches of K (the remainder waits for the next
+  epoch's shuffle); each contributes M images, drawn without replacement when it has
+  that many, else with replacement (the copies differ by augmentation and mask).
+
+  Returns:
+    int64 (num_batches * K * M,); batch b is rows [b*K*M, (b+1)*K*M), person-major.
+  """
+  rng = np.random.default_rng([seed, 29, epoch])
+  order = rng.permutation(len(groups))
+  order = order[: len(order) - len(order) % ids_per_batch]
+  rows = [rng.choice(groups[i], per_identity, replace=len(groups[i]) < per_identity)
+          for i in order]
+  return np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+
+
+class IdentityRows(Sequence):
+  """This process's share of `num_epochs` epochs of identity batches, random access.
+
+  Element k is (global row, image index). Each global batch is split into contiguous
+  per-process blocks (not strided, as for pairs), so that a process - and each of its
+  devices - holds whole people.
+  """
+
+  def __init__(self, groups, ids_per_batch: int, per_identity: int, seed: int,
+               num_epochs: int, global_batch: int, process_index: int, process_count: int):
+    self.groups, self.k, self.m, self.seed = groups, ids_per_batch, per_identity, seed
+    self.per_epoch = len(groups) // ids_per_batch * ids_per_batch * per_identity
+    if self.per_epoch == 0:
+      raise ValueError(f"the identity sampler needs at least {ids_per_batch} training identities "
+                       f"with config.data.min_images_per_identity images; found {len(groups)}")
+    self.num_epochs, self.global_batch = num_epochs, global_batch
+    self.local = global_batch // process_count
+    self.pid = process_index
+    self._epoch = functools.lru_cache(maxsize=2)(self._rows)
+
+  def _rows(self, epoch: int) -> np.ndarray:
+    return epoch_identity_rows(self.groups, self.k, self.m, self.seed, epoch)
+
+  def __len__(self) -> int:
+    return self.per_epoch * self.num_epochs // self.global_batch * self.local
+
+  def __getitem__(self, k: int) -> tuple[int, int]:
+    b, r = divmod(int(k), self.local)
+    row = b * self.global_batch + self.pid * self.local + r
+    epoch, i = divmod(row, self.per_epoch)
+    return row, int(self._epoch(epoch)[i])
+
+
+class _LoadRow(grain.transforms.Map):
+  """Loads the views of one identity row; draws are seeded by the global row, so any
+  process count streams the very same examples."""
+
+  def __init__(self, loader: ViewLoader, labels, aug_cfg, views, seed: int):
+    self.loader, self.labels, self.aug, self.views, self.seed = (loader, labels, aug_cfg,
+                                                                 views, seed)
+
+  def map(self, element):
+    row, i = element
+    rng = np.random.default_rng([self.seed, 23, row])
+    variant = int(rng.integers(1 << 16))
+    a = self.aug
+    out = {}
+    for view in self.views:
+      img = self.loader(i, view == "masked", variant if view == "masked" else 0)
+      out[view] = transforms.augment(img, rng, a.flip, a.max_shift, a.brightness, a.contrast)
+    out["label"] = np.int32(self.labels[i])
+    return out
+
+
+def identity_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: int,
+                     num_epochs: int, seed: int, views: tuple[str, ...]) -> grain.IterDataset:
+  """The identity-batch stream of this process (module docstring).
+
+  Args:
+    faceset, groups, data_cfg, num_epochs, seed: as for `train_dataset`.
+    global_batch: rows per global batch (K people x M images), divisible by the process
+      count and, per process, by M.
+    views: which views to load per row: ('unmasked', 'masked') or ('unmasked',).
+
+  Returns:
+    A grain IterDataset of dicts {view: uint8 (B, H, W, C), 'label': int32 (B,)}, B =
+    global_batch / process_count, whole people per process.
+  """
+  n_proc, pid = jax.process_count(), jax.process_index()
+  m = data_cfg.images_per_identity
+  if global_batch % (n_proc * m):
+    raise ValueError(f"config.batch_size={global_batch} must divide by {n_proc} processes x "
+                     f"config.data.images_per_identity={m}")
+  eligible = eligible_identities(groups, data_cfg.min_images_per_identity)
+  rows = IdentityRows(eligible, global_batch // m, m, seed, num_epochs, global_batch, pid, n_proc)
+  ds = grain.MapDataset.source(rows).map(
+      _LoadRow(ViewLoader(faceset, data_cfg, seed), faceset.labels, data_cfg.augment, views, seed))
+  ds = ds.batch(global_batch // n_proc, drop_remainder=True)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
+                                              prefetch_buffer_size=data_cfg.prefetch))
+
+
+def identity_batches_per_epoch(groups: list[np.ndarray], data_cfg, global_batch: int) -> int:
+  """Steps per epoch of the identity stream."""
+  eligible = eligible_identities(groups, data_cfg.min_images_per_identity)
+  return len(eligible) // max(global_batch // data_cfg.images_per_identity, 1)
 
 
 def pairs_per_epoch(groups: list[np.ndarray], sampler: str) -> int:

@@ -56,6 +56,18 @@ def draw_mask(img: np.ndarray, rng: np.random.Generator, top: float) -> np.ndarr
   return out[..., None] if out.ndim == 2 else out
 
 
+def keep_top_blocks(img: np.ndarray, grid: int, keep_blocks: int) -> np.ndarray:
+  """Occlusion removal: cuts the face into a grid x grid block layout and keeps the top
+  `keep_blocks` blocks (whole rows; the seed keeps 50 of 10 x 10 = the upper half), where
+  a mask never is. Errors name the config keys."""
+  if grid <= 0 or keep_blocks <= 0 or keep_blocks > grid * grid or keep_blocks % grid:
+    raise ValueError(f"config.data.upper_face.keep_blocks={keep_blocks} must be a positive "
+                     f"multiple of config.data.upper_face.grid={grid} (whole rows of blocks), "
+                     f"at most {grid * grid}")
+  h = img.shape[0]
+  return img[: max(1, int(round(h * (keep_blocks // grid) / grid)))]
+
+
 def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: float,
             brightness: float, contrast: float) -> np.ndarray:
   """Light, label-preserving augmentation: flip, small shift/scale, brightness/contrast.

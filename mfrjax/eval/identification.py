@@ -79,32 +79,42 @@ def gallery_probe_split(labels: np.ndarray, gallery_fraction: float, seed: int) 
   return is_gallery
 
 
+def result_name(protocol: str, classifier: str) -> str:
+  """'masked_vs_unmasked' for k-NN (the headline), 'masked_vs_unmasked/svm' otherwise."""
+  return protocol if classifier == "knn" else f"{protocol}/{classifier}"
+
+
 def evaluate(embeddings: dict[str, np.ndarray], labels: np.ndarray, is_gallery: np.ndarray,
-             k: int = 1) -> dict[str, dict]:
-  """Runs every protocol whose views are present.
+             k: int = 1, predictors: dict | None = None) -> dict[str, dict]:
+  """Runs every protocol whose views are present, with every classifier.
 
   Args:
     embeddings: {'unmasked': (N, D), 'masked': (N, D)}; row i is image i.
     labels: (N,) identity labels.
     is_gallery: (N,) gallery mask (see gallery_probe_split).
-    k: neighbours for k-NN.
+    k: neighbours for k-NN (when `predictors` is not given).
+    predictors: {classifier name: predict(gallery, gallery_labels, probes)}, e.g. from
+      classifiers.make; default k-NN only.
 
   Returns:
-    {protocol: {'accuracy', 'num_probes', 'correct': bool (num_probes,),
-                'probe_labels': (num_probes,)}}
+    {result_name(protocol, classifier): {'accuracy', 'num_probes',
+      'correct': bool (num_probes,), 'probe_labels': (num_probes,)}}
   """
+  if predictors is None:
+    predictors = {"knn": lambda g, gl, p: knn_predict(g, gl, p, k=k)}
   labels = np.asarray(labels)
   probe = ~is_gallery
   out = {}
-  for name, (probe_view, gallery_view) in PROTOCOLS.items():
-    if probe_view not in embeddings or gallery_view not in embeddings:
-      continue
-    pred = knn_predict(embeddings[gallery_view][is_gallery], labels[is_gallery],
-                       embeddings[probe_view][probe], k=k)
-    correct = pred == labels[probe]
-    out[name] = {"accuracy": float(correct.mean()) if len(correct) else float("nan"),
-                 "num_probes": int(len(correct)), "correct": correct,
-                 "probe_labels": labels[probe]}
+  for clf, predict in predictors.items():
+    for name, (probe_view, gallery_view) in PROTOCOLS.items():
+      if probe_view not in embeddings or gallery_view not in embeddings:
+        continue
+      pred = predict(embeddings[gallery_view][is_gallery], labels[is_gallery],
+                     embeddings[probe_view][probe])
+      correct = np.asarray(pred) == labels[probe]
+      out[result_name(name, clf)] = {
+          "accuracy": float(correct.mean()) if len(correct) else float("nan"),
+          "num_probes": int(len(correct)), "correct": correct, "probe_labels": labels[probe]}
   return out
 
 

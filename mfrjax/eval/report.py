@@ -29,20 +29,26 @@ def _pct(x: float) -> str:
 
 
 def format_table(summary: dict, title: str = "") -> str:
-  """Overall accuracies, then the per-group table of each protocol."""
+  """Overall accuracies, then one per-group table: a row per result (protocol and
+  classifier), a column per group, after the groups' shares of train and test."""
   lines = [title] if title else []
-  lines.append(f"{'protocol':<24}{'1-NN acc %':>12}{'probes':>9}")
+  lines.append(f"{'protocol[/classifier]':<28}{'acc %':>8}{'probes':>9}")
   for name, e in summary.items():
-    lines.append(f"{name:<24}{_pct(e['accuracy']):>12}{e['num_probes']:>9}")
-  for name, e in summary.items():
-    if "groups" not in e:
-      continue
-    lines.append("")
-    lines.append(f"per group, {name}:")
-    lines.append(f"{'group':<16}{'train %':>9}{'test %':>9}{'acc %':>9}{'probes':>9}")
-    for row in e["groups"]:
-      lines.append(f"{row['group']:<16}{_pct(row['train_share']):>9}{_pct(row['test_share']):>9}"
-                   f"{_pct(row['accuracy']):>9}{row['num_probes']:>9}")
+    lines.append(f"{name:<28}{_pct(e['accuracy']):>8}{e['num_probes']:>9}")
+  with_groups = {n: e["groups"] for n, e in summary.items() if "groups" in e}
+  if not with_groups:
+    return "\n".join(lines)
+  first = next(iter(with_groups.values()))
+  names = [row["group"] for row in first]
+  width = max(9, *(len(g) + 2 for g in names))
+  lines += ["", "per group (accuracy %; shares of training images and of test probes):",
+            f"{'':<28}" + "".join(f"{g:>{width}}" for g in names)]
+  lines.append(f"{'train share %':<28}" + "".join(f"{_pct(r['train_share']):>{width}}"
+                                                  for r in first))
+  lines.append(f"{'test share %':<28}" + "".join(f"{_pct(r['test_share']):>{width}}"
+                                                 for r in first))
+  for name, rows in with_groups.items():
+    lines.append(f"{name:<28}" + "".join(f"{_pct(r['accuracy']):>{width}}" for r in rows))
   return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Heads on top of a backbone: the Barlow Twins projector and the composed model."""
+"""Heads on top of a backbone: the Barlow Twins projector, the metric-learning
+embedding head, and the composed models."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mfrjax.models.layers import batch_norm
@@ -40,3 +42,36 @@ class EmbedAndProject(nn.Module):
 
   def embed(self, x):
     return self.backbone(x, train=False)
+
+
+class EmbeddingHead(nn.Module):
+  """The quintuplet seed's head on the last feature map: Dropout -> global average
+  pool -> Dense(dim) -> BatchNorm, then L2 normalisation (see losses/metric.py for why)."""
+  dim: int
+  dropout: float
+  normalize: bool = True
+  dtype: Any = jnp.float32
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(self.dim, dtype=self.dtype)(x)
+    x = batch_norm(train, self.dtype, self.axis_name)()(x).astype(jnp.float32)
+    if self.normalize:
+      x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+    return x
+
+
+class Embedder(nn.Module):
+  """Backbone (unpooled) + embedding head. Returns the embedding, in training and in
+  evaluation alike: metric losses act on the very vectors the evaluator compares."""
+  backbone: nn.Module
+  head: nn.Module
+
+  def __call__(self, x, train: bool = False):
+    return self.head(self.backbone(x, train=train), train=train)
+
+  def embed(self, x):
+    return self(x, train=False)

@@ -2,7 +2,8 @@
 
 `stem='imagenet'` is torchvision's 7x7/2 conv + 3x3/2 max-pool; `stem='face'` is a 3x3/1
 conv, which keeps resolution for small inputs (the tiny CPU model uses it).
-The output is the globally pooled feature vector (512 or 2048 wide).
+The output is the globally pooled feature vector (512 or 2048 wide), or with
+`pool=False` the last feature map, for heads that act before pooling (models/heads.py).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class ResNet(nn.Module):
   stem: str = "imagenet"
   dtype: Any = jnp.float32
   axis_name: str | None = None  # BN statistics over this mesh axis (inside shard_map)
+  pool: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -78,4 +80,4 @@ class ResNet(nn.Module):
     for i, (n, w) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(n):
         x = block(w, 2 if (i > 0 and j == 0) else 1, self.dtype, self.axis_name)(x, train)
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32) if self.pool else x

@@ -7,7 +7,8 @@ replicated values and are cast to per-device ('varying') values before
 differentiation, so `jax.grad` returns each device's *local contribution* to the
 gradient of the global loss (batch statistics and the Barlow cross-correlation are
 still global through explicit collectives; the contributions sum to the exact
-gradient, tested). Multiplying by the device count makes each one an estimate of the
+gradient, tested; metric losses all-gather the embeddings and score each device's own
+anchors). Multiplying by the device count makes each one an estimate of the
 full gradient, whose mean all-reduce (plain or PowerSGD) is the update direction.
 """
 
@@ -37,7 +38,7 @@ def _body(params, batch_stats, comm, batch, rng, step, *, loss_fn, plan, cfg):
   rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA))  # own dropout masks per device
   local = jax.lax.pcast(params, DATA, to="varying")
   (loss, (new_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      local, batch_stats, batch, rng)
+      local, batch_stats, batch, rng, step)
   grads = jax.tree.map(lambda g: g * n_dev, grads)
 
   def compressed(_):
@@ -55,8 +56,9 @@ def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh,
   """Loss and PowerSGD-reduced gradient of the global batch (call inside jit).
 
   Args:
-    loss_fn: (params, batch_stats, batch, rng) -> (loss, (batch_stats, parts)), written
-      with explicit collectives over 'data' (models and losses built with axis_name).
+    loss_fn: (params, batch_stats, batch, rng, step) -> (loss, (batch_stats, parts)),
+      written with explicit collectives over 'data' (models and losses built with
+      axis_name; see methods.py).
     params, batch_stats: replicated.
     comm: PowerSGDState.
     batch: global batch, sharded over 'data'.

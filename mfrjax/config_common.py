@@ -1,0 +1,131 @@
+"""Config blocks shared by the experiment configs (configs/*.py).
+
+Methods compared "on the same data" must read the same data block: the dataset, crop,
+image size, identity split and evaluation protocol live here, once, per data variant
+('default' embedded synthetic faces, 'smoke' for tests, 'lfw', 'paper' = aligned 112x112).
+Each config file adds its method's own keys and prints as a complete recipe
+(`print(get_config())`); library code never supplies a default of its own.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+DATA_VARIANTS = ("default", "smoke", "lfw", "paper")
+
+
+def parse_variant(arg: str | None, valid: tuple[str, ...], path: str) -> str:
+  variant = arg or "default"
+  if variant not in valid:
+    raise ValueError(f"unknown variant {variant!r} of {path}; valid: {valid}")
+  return variant
+
+
+def run(variant: str) -> ml_collections.ConfigDict:
+  """Seed, logging, checkpointing and the gradient all-reduce."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.log_every = {"smoke": 2, "lfw": 20, "paper": 100}.get(variant, 25)
+  c.checkpoint_every = {"smoke": 4, "lfw": 100, "paper": 2000}.get(variant, 200)
+  c.keep_checkpoints = 3
+  c.eval_at_init = variant != "smoke"  # also evaluate the untrained network
+  c.resume = ""                # another run's checkpoints dir, used if workdir has none
+
+  # Gradient all-reduce: "mean" (XLA's, under jit) or "powersgd" (low-rank, shard_map).
+  c.grad_reduce = "mean"
+  c.powersgd = ml_collections.ConfigDict()
+  c.powersgd.rank = 2
+  c.powersgd.start_step = 10          # plain mean all-reduce before this step
+  c.powersgd.min_compression_rate = 2.0  # compress a matrix only if it saves >= 2x
+  c.powersgd.error_feedback = True
+  c.powersgd.warm_start = True
+  return c
+
+
+def data(variant: str) -> ml_collections.ConfigDict:
+  """Dataset, preprocessing, identity split, sampler and augmentation."""
+  d = ml_collections.ConfigDict()
+  d.source = "synthetic"       # or "folder"
+  d.root = ""
+  d.masked_root = ""           # parallel tree of masked images, if not beside them
+  d.mask_source = "files"      # "files": masked images on disk; "draw": drawn at load
+  d.mask_top = 0.5             # "draw": mask top edge as a fraction of the crop height
+  d.image_size = 32
+  d.channels = 1
+  d.crop_fraction = 1.0        # central square crop before resizing (LFW: ~0.5)
+  d.test_fraction = 0.2        # share of identities held out for evaluation
+  d.max_images_per_identity = 0  # seeded cap per identity (0 = all); LFW: 20
+  d.sampler = "couples"        # pairs: "couples" or "random"; metric methods: "identities"
+  d.images_per_identity = 3    # "identities": M images per person per batch
+  d.min_images_per_identity = 2  # "identities": people with fewer are not sampled
+  d.groups_csv = ""            # identity,group table for per-group results
+  d.num_workers = 2
+  d.prefetch = 4
+  d.upper_face = ml_collections.ConfigDict()  # occlusion removal (triplet_upper)
+  d.upper_face.enabled = False
+  d.upper_face.grid = 10       # the face as a grid x grid block layout ...
+  d.upper_face.keep_blocks = 50  # ... of which the top rows are kept (50 of 100: upper half)
+  d.synthetic = ml_collections.ConfigDict()
+  d.synthetic.num_identities = 200
+  d.synthetic.images_per_identity = 10
+  d.synthetic.seed = 0
+  d.augment = ml_collections.ConfigDict()
+  d.augment.flip = True
+  d.augment.max_shift = 0.06
+  d.augment.brightness = 0.1
+  d.augment.contrast = 0.2
+  if variant == "smoke":
+    d.image_size = 16
+    d.num_workers = 1
+    d.synthetic.num_identities = 12
+    d.synthetic.images_per_identity = 6
+    d.test_fraction = 0.25
+  elif variant == "lfw":
+    d.source = "folder"
+    d.root = "../shared/data/lfw"
+    d.mask_source = "draw"
+    d.mask_top = 0.45
+    d.crop_fraction = 0.5      # LFW is unaligned: the face fills the central ~120 px
+    d.image_size = 48
+    d.test_fraction = 0.1
+    d.max_images_per_identity = 20
+  elif variant == "paper":
+    d.source = "folder"
+    d.image_size = 112
+    d.channels = 3
+    d.num_workers = 16
+    d.test_fraction = 0.1
+  return d
+
+
+def evaluation(variant: str) -> ml_collections.ConfigDict:
+  """Identification of unseen people: gallery/probe split and classifiers."""
+  e = ml_collections.ConfigDict()
+  e.batch_size = {"smoke": 16, "paper": 512}.get(variant, 128)
+  e.gallery_fraction = 0.5
+  e.k = 1
+  # Classifiers fitted on the gallery embeddings (eval/classifiers.py): "knn" (k-NN with
+  # k above), "svm" (linear SVM), "mlp" (one hidden layer); results per classifier.
+  e.classifiers = ("knn",)
+  e.svm_c = 1.0
+  e.mlp_hidden = 256
+  return e
+
+
+def optimizer(**overrides) -> ml_collections.ConfigDict:
+  """SGD/LARS block; every key present, the method sets its own values."""
+  o = ml_collections.ConfigDict()
+  o.name = "sgd"               # or "lars"
+  o.learning_rate = 0.05
+  o.scale_by_batch = False     # peak LR = learning_rate * batch_size / 256 if set
+  o.schedule = "step"          # or "warmup_cosine"
+  o.warmup_epochs = 0.0
+  o.final_lr_fraction = 0.01   # warmup_cosine: end LR as a fraction of the peak
+  o.decay_every_epochs = 2.0   # step: multiply by decay_factor every this many epochs
+  o.decay_factor = 0.1
+  o.weight_decay = 5e-4
+  o.momentum = 0.9
+  o.nesterov = False
+  o.trust_coefficient = 0.001  # LARS only
+  o.update(overrides)
+  return o
