@@ -27,14 +27,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = common.parse_variant(arg, VARIANTS, "configs/triplet_upper.py")
   c = common.run(variant)
   c.method = "triplet"
-  c.num_epochs = {"smoke": 8, "lfw": 20, "paper": 10}.get(variant, 40)
+  c.num_epochs = {"smoke": 8, "lfw": 12, "paper": 10}.get(variant, 40)
   c.batch_size = {"smoke": 24, "paper": 60}.get(variant, 48)  # K people x M images
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet50" if variant == "paper" else "resnet_tiny"
   c.model.dtype = "float32"
   c.model.embed_dim = 512 if variant == "paper" else 128
-  c.model.dropout = 0.6 if variant == "paper" else 0.2  # as in quintuplet.py
+  c.model.dropout = 0.2 if variant in ("default", "smoke") else 0.6  # as quintuplet.py
   c.model.normalize = True
 
   c.loss = ml_collections.ConfigDict()
@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.switch_epoch = -1      # epoch from which later_mining is used; -1: never
 
   c.optimizer = common.optimizer(name="sgd", learning_rate=0.05, schedule="step",
-                                 decay_every_epochs={"smoke": 4, "lfw": 8, "paper": 2}
+                                 decay_every_epochs={"smoke": 4, "lfw": 4, "paper": 2}
                                  .get(variant, 15), decay_factor=0.1, weight_decay=5e-4)
 
   c.data = common.data(variant)
