@@ -30,6 +30,10 @@ def run(variant: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval_at_init = variant != "smoke"  # also evaluate the untrained network
   c.resume = ""                # another run's checkpoints dir, used if workdir has none
+  # Exponential moving average of the weights (and BN statistics), used for evaluation.
+  c.ema = ml_collections.ConfigDict()
+  c.ema.enabled = False
+  c.ema.decay = 0.999
 
   # Gradient all-reduce: "mean" (XLA's, under jit) or "powersgd" (low-rank, shard_map).
   c.grad_reduce = "mean"
@@ -55,7 +59,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.crop_fraction = 1.0        # central square crop before resizing (LFW: ~0.5)
   d.test_fraction = 0.2        # share of identities held out for evaluation
   d.max_images_per_identity = 0  # seeded cap per identity (0 = all); LFW: 20
-  d.sampler = "couples"        # pairs: "couples" or "random"; metric methods: "identities"
+  d.sampler = "couples"        # pairs: "couples"/"random"; metric: "identities"; margin: "images"
   d.images_per_identity = 3    # "identities": M images per person per batch
   d.min_images_per_identity = 2  # "identities": people with fewer are not sampled
   d.groups_csv = ""            # identity,group table for per-group results
@@ -74,6 +78,20 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.augment.max_shift = 0.06
   d.augment.brightness = 0.1
   d.augment.contrast = 0.2
+  d.augment.brightness_contrast_p = 1.0
+  # The recognition recipe's extra augmentations (transforms.photometric), off here;
+  # configs/arcface.py turns them on. Each is applied with its probability.
+  d.augment.crop_p = 0.0
+  d.augment.crop_min_area = 0.8
+  d.augment.blur_p = 0.0
+  d.augment.gaussian_blur_p = 0.0
+  d.augment.motion_blur_p = 0.0
+  d.augment.blur_limit = 5     # largest blur kernel (odd, pixels)
+  d.augment.rgb_shift_p = 0.0
+  d.augment.rgb_shift_limit = 20
+  d.augment.jpeg_p = 0.0
+  d.augment.jpeg_quality = 40  # lowest JPEG quality drawn
+  d.masked_share = 0.1         # "labelled" stream: exact share of masked training images
   if variant == "smoke":
     d.image_size = 16
     d.num_workers = 1
@@ -109,6 +127,14 @@ def evaluation(variant: str) -> ml_collections.ConfigDict:
   e.classifiers = ("knn",)
   e.svm_c = 1.0
   e.mlp_hidden = 256
+  # Pair verification (eval/verification.py): seeded pairs among the unseen identities,
+  # a masked and a standard track, 10-fold accuracy, ROC, TAR@FAR, roc.png.
+  e.verification = ml_collections.ConfigDict()
+  e.verification.pairs = {"smoke": 200, "paper": 6000}.get(variant, 2000)  # 0: off
+  e.verification.folds = 10
+  # Sets users already have, comma-separated: "lfw.bin,pairs.txt@/data/lfw" (a pairs
+  # list is followed by its image root); embedded with the training preprocessing.
+  e.verification.sets = ""
   return e
 
 
@@ -118,11 +144,13 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
   o.name = "sgd"               # or "lars"
   o.learning_rate = 0.05
   o.scale_by_batch = False     # peak LR = learning_rate * batch_size / 256 if set
-  o.schedule = "step"          # or "warmup_cosine"
+  o.schedule = "step"          # or "warmup_cosine", "cyclic_cosine"
   o.warmup_epochs = 0.0
   o.final_lr_fraction = 0.01   # warmup_cosine: end LR as a fraction of the peak
   o.decay_every_epochs = 2.0   # step: multiply by decay_factor every this many epochs
   o.decay_factor = 0.1
+  o.cycle_epochs = 1.0         # cyclic_cosine: length of one cosine cycle
+  o.cycle_decay = 1.0          # cyclic_cosine: peak of cycle k = peak * cycle_decay**k
   o.weight_decay = 5e-4
   o.momentum = 0.9
   o.nesterov = False

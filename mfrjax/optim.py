@@ -8,10 +8,11 @@ Barlow Twins and LARS papers.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("lars", "sgd")
-SCHEDULES = ("warmup_cosine", "step")
+SCHEDULES = ("warmup_cosine", "step", "cyclic_cosine")
 
 
 def decay_mask(params):
@@ -27,6 +28,11 @@ def make_schedule(cfg, total_steps: int, global_batch: int, warmup_steps: int,
   `final_lr_fraction` of it (Barlow Twins). 'step': linear warm-up (if any), then the
   peak times `decay_factor` every `decay_every_epochs` epochs (the quintuplet seed:
   0.05, divided by 10 every 2 epochs).
+
+  'cyclic_cosine' (the balanced-recognition seed, its Fig. 5): linear warm-up, then
+  cosine cycles of `cycle_epochs` epochs, each from the peak down to
+  `final_lr_fraction` of it and restarting (warm restarts, SGDR); the peak of cycle k
+  is multiplied by `cycle_decay ** k`.
 
   The peak is `cfg.learning_rate * global_batch / 256` (the linear scaling rule, as in
   the Barlow Twins paper) when `cfg.scale_by_batch` is set, else `cfg.learning_rate`.
@@ -44,7 +50,23 @@ def make_schedule(cfg, total_steps: int, global_batch: int, warmup_steps: int,
     if warmup == 0:
       return decay
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+  if cfg.schedule == "cyclic_cosine":
+    cycle = max(1, int(round(cfg.cycle_epochs * steps_per_epoch)))
+    return cyclic_cosine(peak, warmup, cycle, cfg.final_lr_fraction, cfg.cycle_decay)
   raise ValueError(f"unknown config.optimizer.schedule={cfg.schedule!r}; valid: {SCHEDULES}")
+
+
+def cyclic_cosine(peak: float, warmup: int, cycle: int, final_fraction: float,
+                  cycle_decay: float) -> optax.Schedule:
+  """Warm-up then cosine cycles with restarts (see make_schedule)."""
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    k, t = jnp.divmod(jnp.maximum(step - warmup, 0.0), cycle)
+    top = peak * cycle_decay ** k
+    low = top * final_fraction
+    lr = low + 0.5 * (top - low) * (1.0 + jnp.cos(jnp.pi * t / cycle))
+    return jnp.where(step < warmup, peak * step / max(warmup, 1), lr)
+  return schedule
 
 
 def make_optimizer(cfg, schedule: optax.Schedule) -> optax.GradientTransformation:

@@ -22,8 +22,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from mfrjax import checkpoint, methods, optim, state as state_lib
-from mfrjax.data import pipeline, sources
-from mfrjax.eval import classifiers, embed, identification, report
+from mfrjax.data import pair_sets, pipeline, sources
+from mfrjax.eval import classifiers, embed, identification, plots, report, verification
 from mfrjax.parallel import grad_reduce, powersgd
 from mfrjax.parallel import mesh as mesh_lib
 
@@ -37,14 +37,15 @@ class PowerSGDContext(NamedTuple):
 
 
 def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule,
-               psgd: PowerSGDContext | None = None):
+               psgd: PowerSGDContext | None = None, ema_decay: float | None = None):
   """One optimisation step. Pure: same (state, batch, rng) -> same result.
 
   `loss_fn(params, batch_stats, batch, rng, step)` is the method's loss (methods.py)
   with its hyper-parameters bound. `rng` is the run's base key; folding in the step
   makes the draws of step s the same whether or not the run was restarted before it.
   With `psgd`, gradients are reduced by PowerSGD (grad_reduce.py); otherwise XLA's
-  all-reduce does it under jit.
+  all-reduce does it under jit. With `ema_decay`, the moving average of the weights
+  is updated after the step (state_lib.update_ema).
   """
   rng = jax.random.fold_in(rng, state.step)
   full_bytes = 4 * state_lib.count_params(state.params)
@@ -59,8 +60,11 @@ def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule
         mesh=psgd.mesh, plan=psgd.plan, cfg=psgd.cfg)
     sent = grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            batch_stats=batch_stats, opt_state=opt_state, comm=comm)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema if ema_decay is None else state_lib.update_ema(state.ema, params, batch_stats,
+                                                                 state.step, ema_decay)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, comm=comm, ema=ema)
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
              "learning_rate": schedule(state.step), "comm_bytes": sent,
              "comm_bytes_uncompressed": jnp.asarray(full_bytes), **parts}
@@ -71,12 +75,24 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the message names the step and the last checkpoint."""
 
 
+def eval_variables(config, state) -> dict:
+  """The weights the evaluator uses: the moving average when config.ema.enabled."""
+  if config.ema.enabled:
+    return dict(state.ema)
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def _evaluate(config, model, state, *, faceset, test_groups, train_groups,
-              mesh) -> tuple[dict, dict]:
-  """Embeds the test images and runs the NumPy evaluator. Returns (summary, arrays)."""
+              mesh) -> tuple[dict, dict, dict]:
+  """Embeds the test images and runs the NumPy evaluator.
+
+  Returns:
+    (identification summary, arrays for embeddings.npz, verification results with ROC
+    curves: {set name: {track: ...}})
+  """
   idx = np.concatenate(test_groups)
   labels = faceset.labels[idx]
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  variables = eval_variables(config, state)
   emb = embed.embed_faceset(model, variables, faceset, idx, config.data, config.seed,
                             config.eval.batch_size, mesh)
   is_gallery = identification.gallery_probe_split(labels, config.eval.gallery_fraction,
@@ -89,7 +105,27 @@ def _evaluate(config, model, state, *, faceset, test_groups, train_groups,
     groups = np.asarray(groups)
     train_image_groups = groups[faceset.labels[np.concatenate(train_groups)]]
   arrays = {**emb, "labels": labels, "is_gallery": is_gallery, "image_index": idx}
-  return report.summarize(results, groups, train_image_groups), arrays
+  ver = _verify(config, model, variables, emb, labels, mesh)
+  return report.summarize(results, groups, train_image_groups), arrays, ver
+
+
+def _verify(config, model, variables, emb, labels, mesh) -> dict:
+  """Verification on pairs of unseen identities and on the configured external sets."""
+  vc = config.eval.verification
+  out = {}
+  if vc.pairs > 0:
+    try:
+      first, second, same = verification.sample_pairs(labels, vc.pairs, config.seed)
+      out["test_identities"] = verification.evaluate_tracks(emb, first, second, same, vc.folds)
+    except ValueError as e:  # e.g. no test identity with 2 images: report, keep the rest
+      logging.warning("no verification on the test identities: %s", e)
+  for spec in filter(None, (x.strip() for x in vc.sets.split(","))):
+    pset = pair_sets.read_pair_set(spec)
+    set_emb = embed.embed_faceset(model, variables, pset, np.arange(len(pset)), config.data,
+                                  config.seed, config.eval.batch_size, mesh)
+    out[pset.name] = verification.evaluate_tracks(set_emb, pset.first, pset.second,
+                                                  pset.issame, vc.folds)
+  return out
 
 
 def _groups(config, faceset):
@@ -117,7 +153,12 @@ class Experiment(NamedTuple):
 
 
 def _steps_per_epoch(config, method: methods.Method, train_groups) -> int:
-  if method.stream == "pairs":
+  if method.stream == "images":
+    if config.data.sampler != "images":
+      raise ValueError(f"config.method={config.method!r} trains on labelled images: set "
+                       f"config.data.sampler='images', not {config.data.sampler!r}")
+    n = sum(map(len, train_groups)) // config.batch_size
+  elif method.stream == "pairs":
     if config.data.sampler not in pipeline.PAIR_SAMPLERS:
       raise ValueError(f"config.method={config.method!r} trains on pairs: config.data.sampler "
                        f"must be one of {pipeline.PAIR_SAMPLERS}, not {config.data.sampler!r}")
@@ -154,13 +195,17 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   steps_per_epoch = _steps_per_epoch(config, method, train_groups)
   total_steps = steps_per_epoch * config.num_epochs
 
-  model = method.build_model(config.model)
+  num_classes = len(train_groups)
+  model = method.build_model(config.model, num_classes=num_classes)
+  shard_classes = method.stream == "images" and config.model.shard_classes
+  _check_margin(config, method, mesh)
   opt_cfg = config.optimizer
   schedule = optim.make_schedule(opt_cfg, total_steps, config.batch_size,
                                  warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch),
                                  steps_per_epoch=steps_per_epoch)
   tx = optim.make_optimizer(opt_cfg, schedule)
-  loss_kw = {} if method.stream == "pairs" else {"steps_per_epoch": steps_per_epoch}
+  loss_kw = {"pairs": {}, "identities": {"steps_per_epoch": steps_per_epoch},
+             "images": {"num_classes": num_classes}}[method.stream]
   p_cfg = config.powersgd
   comm_init = None
   if config.grad_reduce == "powersgd":
@@ -168,11 +213,12 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
         powersgd.make_plan(params, p_cfg.rank, p_cfg.min_compression_rate), mesh.size, key)
   state, abstract, shardings = state_lib.create_train_state(
       jax.random.key(config.seed), model, tx, (1, *pipeline.input_shape(config.data)), mesh,
-      comm_init)
+      comm_init, ema=config.ema.enabled, shard_classes=shard_classes)
   psgd = None
   if comm_init is not None:
     local_loss = functools.partial(
-        method.loss_fn, model=method.build_model(config.model, axis_name=mesh_lib.DATA),
+        method.loss_fn, model=method.build_model(config.model, axis_name=mesh_lib.DATA,
+                                                 num_classes=num_classes),
         config=config, axis_name=mesh_lib.DATA, **loss_kw)
     psgd = PowerSGDContext(local_loss, mesh, powersgd.make_plan(
         abstract.params, p_cfg.rank, p_cfg.min_compression_rate), p_cfg)
@@ -181,10 +227,13 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
           # device, so a change of grad_reduce or of the device count is caught too.
           "param_signature": state_lib.param_signature(abstract.params) +
           [f"comm{x}" for x in state_lib.param_signature(abstract.comm)]}
+  if method.stream == "images":
+    loss_kw["mesh"] = mesh  # for the class-sharded margin head (methods.margin_head_loss)
   step_fn = jax.jit(
       functools.partial(train_step, loss_fn=functools.partial(method.loss_fn, model=model,
                                                               config=config, **loss_kw),
-                        tx=tx, schedule=schedule, psgd=psgd),
+                        tx=tx, schedule=schedule, psgd=psgd,
+                        ema_decay=config.ema.decay if config.ema.enabled else None),
       in_shardings=(shardings, mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
   return Experiment(method, faceset, train_ids, test_ids, train_groups, test_groups,
@@ -192,10 +241,26 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
                     meta)
 
 
+def _check_margin(config, method: methods.Method, mesh) -> None:
+  """Placement checks of the margin head's class matrix, with the keys to change."""
+  if method.stream != "images" or not config.model.shard_classes:
+    return
+  if config.model.class_pad % mesh.size:
+    raise ValueError(f"config.model.shard_classes=True splits the classes over {mesh.size} "
+                     f"devices: config.model.class_pad={config.model.class_pad} must divide by "
+                     "it")
+  if config.grad_reduce == "powersgd":
+    raise ValueError("config.grad_reduce='powersgd' compresses replicated gradients; with "
+                     "config.model.shard_classes=True each device owns its classes' gradient "
+                     "already. Set config.model.shard_classes=False to use PowerSGD.")
+
+
 def train_data(config, exp: Experiment, mesh) -> mesh_lib.DevicePrefetcher:
   """The checkpointable stream of global training batches."""
   kw = dict(global_batch=config.batch_size, num_epochs=config.num_epochs, seed=config.seed)
-  if exp.method.stream == "pairs":
+  if exp.method.stream == "images":
+    ds = pipeline.labelled_dataset(exp.faceset, exp.train_groups, config.data, **kw)
+  elif exp.method.stream == "pairs":
     ds = pipeline.train_dataset(exp.faceset, exp.train_groups, config.data, **kw)
   else:
     ds = pipeline.identity_dataset(exp.faceset, exp.train_groups, config.data,
@@ -225,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start_step = 0
     writer.write_hparams(_flat_hparams(config))
     if config.eval_at_init:
-      results["init"], _ = evaluate(state)
+      results["init"], _, _ = evaluate(state)
       logging.info("%s", report.format_table(results["init"], "untrained network:"))
   else:
     state, start_step, source = restored
@@ -241,17 +306,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             start_step, exp.total_steps, manager, exp.meta, writer,
                             images_per_row=len(exp.method.views))
 
-  results["final"], arrays = evaluate(state)
+  results["final"], arrays, ver = evaluate(state)
+  results["verification"] = verification.strip_curves(ver)
   results["steps"] = exp.total_steps
   results["last_logged"] = last
   if jax.process_index() == 0:
     report.write_json(os.path.join(workdir, "results.json"), results)
+    if ver:
+      plots.write_roc_png(os.path.join(workdir, "roc.png"),
+                          {f"{name} / {track}": (r["roc"]["far"], r["roc"]["tar"])
+                           for name, tracks in ver.items() for track, r in tracks.items()
+                           if "roc" in r}, f"ROC after {exp.total_steps} steps")
     np.savez(os.path.join(workdir, "embeddings.npz"), identities=np.asarray(faceset.identities),
              groups=np.asarray(_groups(config, faceset) or ()), **arrays)
   print(report.format_table(results["final"], f"results after {exp.total_steps} steps "
                             f"({len(exp.test_ids)} unseen identities):"), flush=True)
-  writer.write_scalars(exp.total_steps, {f"eval/{k}": v["accuracy"]
-                                         for k, v in results["final"].items()})
+  if ver:
+    print(report.format_verification(results["verification"]), flush=True)
+  scalars = {f"eval/{k}": v["accuracy"] for k, v in results["final"].items()}
+  for name, tracks in results["verification"].items():
+    for track, r in tracks.items():
+      scalars[f"verify/{name}/{track}/accuracy"] = r["accuracy"]
+      scalars.update({f"verify/{name}/{track}/tar@far={f}": t
+                      for f, t in r["tar_at_far"].items() if t is not None})
+  writer.write_scalars(exp.total_steps, scalars)
   writer.flush()
   return results
 

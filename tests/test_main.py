@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, smoke_config
+from tests.conftest import ROOT, load_config, smoke_config
 
 
 def run(*args):
@@ -45,3 +45,26 @@ def test_variants_are_locked_and_complete(variant):
 
 def test_smoke_config_helper_overrides():
   assert smoke_config(**{"optimizer.name": "sgd"}).optimizer.name == "sgd"
+
+
+@pytest.mark.parametrize("variant", ["paper", "paper_cosface", "paper_baseline"])
+def test_arcface_paper_variants_build_the_seed_recipe(variant):
+  import jax
+  import jax.numpy as jnp
+
+  from mfrjax import methods
+  cfg = load_config("arcface", variant)
+  m, lc, o = cfg.model, cfg.loss, cfg.optimizer
+  assert (m.backbone, cfg.batch_size, cfg.data.image_size, cfg.data.channels) == (
+      "iresnet100", 512, 112, 3)
+  assert (o.name, o.learning_rate, o.momentum, o.weight_decay, o.schedule) == (
+      "sgd", 0.1, 0.9, 5e-4, "cyclic_cosine")
+  assert cfg.data.masked_share == 0.1 and lc.scale == 64.0 and m.shard_classes
+  seed_changes = variant != "paper_baseline"
+  assert (m.stem == "focus", m.se, m.dropblock.rate > 0, cfg.ema.enabled) == (seed_changes,) * 4
+  assert (lc.head, lc.margin) == (("cosface", 0.35) if variant == "paper_cosface"
+                                  else ("arcface", 0.5))
+  model = methods.build_margin(m, num_classes=10572)  # CASIA-WebFace's identities
+  shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
+                                             jnp.zeros((1, 112, 112, 3))))
+  assert shapes["params"]["class_weight"].shape == (512, 10624)  # padded to 128s

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from mfrjax import optim
-from tests.conftest import smoke_config
+from tests.conftest import load_config, smoke_config
 
 
 def test_decay_mask_excludes_biases_and_norms():
@@ -85,3 +85,21 @@ def test_unknown_optimizer():
   cfg.name = "adamw"
   with pytest.raises(ValueError, match="config.optimizer.name='adamw'.*lars"):
     optim.make_optimizer(cfg, optax.constant_schedule(1.0))
+
+
+def test_cyclic_cosine_warmup_cycles_and_restarts():
+  cfg = load_config("arcface", "smoke", **{"optimizer.warmup_epochs": 0.5,
+                                           "optimizer.cycle_epochs": 2.0,
+                                           "optimizer.final_lr_fraction": 0.1,
+                                           "optimizer.cycle_decay": 0.5})
+  sched = optim.make_schedule(cfg.optimizer, total_steps=100, global_batch=16, warmup_steps=5,
+                              steps_per_epoch=10)
+  lr = np.asarray([float(sched(s)) for s in range(60)])
+  np.testing.assert_allclose(lr[:6], [0, 0.02, 0.04, 0.06, 0.08, 0.1], atol=1e-7)  # warm-up
+  # Cycle 0: steps 5..24, cosine from 0.1 to 0.01; half-way (step 15) at the mean.
+  np.testing.assert_allclose(lr[15], 0.01 + 0.5 * 0.09, rtol=1e-6)
+  np.testing.assert_allclose(lr[24], 0.01 + 0.045 * (1 + np.cos(np.pi * 19 / 20)), rtol=1e-5)
+  # Restart at step 25 with half the peak, ending at a tenth of it.
+  np.testing.assert_allclose(lr[25], 0.05, rtol=1e-6)
+  np.testing.assert_allclose(lr[35], 0.005 + 0.5 * 0.045, rtol=1e-6)
+  assert lr[24] < lr[25] and lr[44] < lr[45]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mfrjax.data import pipeline, sources
-from tests.conftest import smoke_config
+from tests.conftest import load_config, smoke_config
 
 
 def groups_for(sizes):
@@ -209,3 +209,58 @@ def test_upper_face_crop_keeps_the_top_rows_of_blocks():
   fs = pipeline.build_faceset(cfg, 0)
   batch = next(pipeline.eval_batches(fs, np.arange(4), cfg, 0, 4))
   assert batch["masked"].shape == (4, 8, 16, 1)
+
+
+def test_masked_flags_mark_exactly_the_share():
+  for n, share, expected in [(1000, 0.1, 100), (7, 0.1, 1), (50, 0.0, 0), (9, 1.0, 9)]:
+    assert pipeline.masked_flags(n, share, 0, 0).sum() == expected
+  assert not np.array_equal(pipeline.masked_flags(100, 0.1, 0, 0),
+                            pipeline.masked_flags(100, 0.1, 0, 1))  # new draw each epoch
+  with pytest.raises(ValueError, match="config.data.masked_share=1.5"):
+    pipeline.masked_flags(10, 1.5, 0, 0)
+
+
+def labelled_setup(share=0.25, **aug):
+  cfg = load_config("arcface", "smoke", **{"data.masked_share": share, **aug}).data
+  fs = pipeline.build_faceset(cfg, 0)
+  groups = pipeline.images_by_identity(fs.labels, np.arange(8))  # 8 people x 6 images
+  return cfg, fs, groups
+
+
+def test_labelled_stream_delivers_the_exact_masked_share_by_counting():
+  cfg, fs, groups = labelled_setup(0.25)
+  batches = list(pipeline.labelled_dataset(fs, groups, cfg, global_batch=16, num_epochs=2,
+                                           seed=0))
+  assert len(batches) == 6 and batches[0]["image"].shape == (16, 16, 16, 1)
+  masked = np.concatenate([b["masked"] for b in batches]).reshape(2, 48)
+  np.testing.assert_array_equal(masked.sum(1), [12, 12])  # 25% of 48, in each epoch
+  rows = pipeline.LabelledRows(groups, 0.25, 0, 2)
+  labels = np.concatenate([b["label"] for b in batches])
+  for k in range(96):
+    _, image, cls, is_masked = rows[k]
+    assert image in groups[cls] and labels[k] == cls and masked.ravel()[k] == is_masked
+  # Every training image exactly once per epoch.
+  for e in range(2):
+    assert sorted(rows[e * 48 + i][1] for i in range(48)) == sorted(np.concatenate(groups))
+
+
+def test_labelled_stream_masks_the_flagged_rows_and_splits_by_process(monkeypatch):
+  off = {"data.augment.flip": False, "data.augment.brightness": 0.0,
+         "data.augment.contrast": 0.0, "data.augment.crop_p": 0.0, "data.augment.jpeg_p": 0.0,
+         "data.augment.rgb_shift_p": 0.0, "data.augment.blur_p": 0.0,
+         "data.augment.gaussian_blur_p": 0.0, "data.augment.motion_blur_p": 0.0}
+  cfg, fs, groups = labelled_setup(0.5, **off)
+  kw = dict(global_batch=16, num_epochs=1, seed=0)
+  full = next(iter(pipeline.labelled_dataset(fs, groups, cfg, **kw)))
+  rows = pipeline.LabelledRows(groups, 0.5, 0, 1)
+  for k in range(16):
+    plain = pipeline.ViewLoader(fs, cfg, 0)(rows[k][1], False, 0)
+    assert np.array_equal(full["image"][k], plain) != bool(full["masked"][k])
+  monkeypatch.setattr(pipeline.jax, "process_count", lambda: 2)
+  parts = []
+  for p in (0, 1):
+    monkeypatch.setattr(pipeline.jax, "process_index", lambda p=p: p)
+    parts.append(next(iter(pipeline.labelled_dataset(fs, groups, cfg, **kw))))
+  for key in ("image", "label", "masked"):
+    merged = np.stack([parts[0][key], parts[1][key]], 1).reshape(full[key].shape)
+    np.testing.assert_array_equal(merged, full[key])  # strided rows: p, p + 2, ...

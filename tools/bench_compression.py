@@ -15,7 +15,7 @@ Reported per configuration: median step time, communication time (the median ste
 time minus that of the same per-process work in a single process, which has nothing to
 send), bytes sent per step and device, compression ratio, speed-up over the plain
 all-reduce at the same bandwidth, and the final loss. Written as results.md, .csv,
-.json and speedup.png (matplotlib, from the `bench` extra).
+.json and speedup.png (matplotlib).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def write_outputs(rows: list[dict], out: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
   except ImportError:
-    print("matplotlib not installed (pip install -e '.[bench]'): no speedup.png")
+    print("matplotlib not installed (pip install matplotlib): no speedup.png")
     return md
   bws = list(dict.fromkeys(r["bandwidth"] for r in rows))
   fig, ax = plt.subplots(figsize=(6, 4))

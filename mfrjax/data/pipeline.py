@@ -1,10 +1,12 @@
 """Grain pipelines: the training streams and padded eval batches.
 
-Two training streams:
+Three training streams:
   pairs       (masked image i, unmasked image j) of the same person (Barlow Twins);
   identities  K people x M images per batch, each image as loaded views, e.g. unmasked
               and its masked copy (quintuplet) or unmasked only (triplet); every
               device receives whole people, so in-batch mining always finds positives.
+  images      every training image once per epoch with its class index, of which an
+              exact, configured share is masked (margin heads; `labelled_dataset`).
 
 Pair stream, per process:
 
@@ -30,7 +32,7 @@ import numpy as np
 from mfrjax.data import sources, transforms
 
 PAIR_SAMPLERS = ("random", "couples")
-SAMPLERS = PAIR_SAMPLERS + ("identities",)
+SAMPLERS = PAIR_SAMPLERS + ("identities", "images")
 
 
 def build_faceset(data_cfg, seed: int):
@@ -313,6 +315,91 @@ def identity_batches_per_epoch(groups: list[np.ndarray], data_cfg, global_batch:
   """Steps per epoch of the identity stream."""
   eligible = eligible_identities(groups, data_cfg.min_images_per_identity)
   return len(eligible) // max(global_batch // data_cfg.images_per_identity, 1)
+
+
+def masked_flags(n: int, share: float, seed: int, epoch: int) -> np.ndarray:
+  """Exactly round(share * n) of n rows marked masked, at seeded positions, per epoch."""
+  if not 0.0 <= share <= 1.0:
+    raise ValueError(f"config.data.masked_share={share} must be in [0, 1]")
+  flags = np.zeros(n, bool)
+  flags[np.random.default_rng([seed, 37, epoch]).permutation(n)[:int(round(share * n))]] = True
+  return flags
+
+
+class LabelledRows(Sequence):
+  """`num_epochs` epochs of (global row, image index, class, masked), random access.
+
+  Each epoch is a seeded permutation of every training image; `masked_flags` marks
+  exactly the configured share of the epoch's rows as masked (the seed caps masked
+  images at ~10%, so recognition of unmasked faces does not degrade).
+  """
+
+  def __init__(self, groups: list[np.ndarray], share: float, seed: int, num_epochs: int):
+    self.images = np.concatenate(groups).astype(np.int64) if groups else np.zeros(0, np.int64)
+    self.classes = np.concatenate([np.full(len(g), c, np.int32) for c, g in enumerate(groups)]
+                                  ) if groups else np.zeros(0, np.int32)
+    self.per_epoch, self.share, self.seed = len(self.images), share, seed
+    if self.per_epoch == 0:
+      raise ValueError("no training images: check config.data.root and test_fraction")
+    masked_flags(1, share, seed, 0)  # validates the share before any worker starts
+    self.num_epochs = num_epochs
+    self._epoch = functools.lru_cache(maxsize=2)(self._rows)
+
+  def _rows(self, epoch: int):
+    order = np.random.default_rng([self.seed, 41, epoch]).permutation(self.per_epoch)
+    return order, masked_flags(self.per_epoch, self.share, self.seed, epoch)
+
+  def __len__(self) -> int:
+    return self.per_epoch * self.num_epochs
+
+  def __getitem__(self, k: int) -> tuple[int, int, int, bool]:
+    epoch, i = divmod(int(k), self.per_epoch)
+    order, flags = self._epoch(epoch)
+    j = order[i]
+    return int(k), int(self.images[j]), int(self.classes[j]), bool(flags[i])
+
+
+class _LoadLabelled(grain.transforms.Map):
+  """Loads one training image (masked or not), augments it; seeded by the global row."""
+
+  def __init__(self, loader: ViewLoader, aug_cfg, seed: int):
+    self.loader, self.aug, self.seed = loader, aug_cfg, seed
+
+  def map(self, element):
+    row, i, cls, masked = element
+    rng = np.random.default_rng([self.seed, 43, row])
+    variant = int(rng.integers(1 << 16))
+    a = self.aug
+    img = self.loader(i, masked, variant if masked else 0)
+    img = transforms.augment(img, rng, a.flip, a.max_shift, a.brightness, a.contrast,
+                             a.brightness_contrast_p)
+    img = transforms.photometric(img, rng, a)
+    return {"image": img, "label": np.int32(cls), "masked": np.bool_(masked)}
+
+
+def labelled_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: int,
+                     num_epochs: int, seed: int) -> grain.IterDataset:
+  """The image stream of this process for classification heads (module docstring).
+
+  Args:
+    faceset, data_cfg, num_epochs, seed: as for `train_dataset`.
+    groups: image indices of each training identity; identity c is class c.
+    global_batch: images per global batch; must divide by the process count.
+
+  Returns:
+    A grain IterDataset of dicts {'image': uint8 (B, H, W, C), 'label': int32 (B,),
+    'masked': bool (B,)} with B = global_batch / process_count.
+  """
+  n_proc, pid = jax.process_count(), jax.process_index()
+  if global_batch % n_proc:
+    raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
+  rows = LabelledRows(groups, data_cfg.masked_share, seed, num_epochs)
+  ds = grain.MapDataset.source(rows).map(
+      _LoadLabelled(ViewLoader(faceset, data_cfg, seed), data_cfg.augment, seed))
+  ds = ds[pid::n_proc]  # after the map, which is lazy: a row's draws follow its global index
+  ds = ds.batch(global_batch // n_proc, drop_remainder=True)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
+                                              prefetch_buffer_size=data_cfg.prefetch))
 
 
 def pairs_per_epoch(groups: list[np.ndarray], sampler: str) -> int:

@@ -69,7 +69,8 @@ def keep_top_blocks(img: np.ndarray, grid: int, keep_blocks: int) -> np.ndarray:
 
 
 def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: float,
-            brightness: float, contrast: float) -> np.ndarray:
+            brightness: float, contrast: float, brightness_contrast_p: float = 1.0
+            ) -> np.ndarray:
   """Light, label-preserving augmentation: flip, small shift/scale, brightness/contrast.
 
   Args:
@@ -79,6 +80,8 @@ def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: fl
     max_shift: largest shift as a fraction of the side; the scale jitters by the same.
     brightness: largest additive change, as a fraction of 255.
     contrast: largest multiplicative change around the mean (0.2 -> x[0.8, 1.2]).
+    brightness_contrast_p: probability of the brightness/contrast change (at 1 no
+      extra number is drawn, so streams written before this option are unchanged).
 
   Returns:
     uint8 array of the same shape.
@@ -93,10 +96,84 @@ def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: fl
     img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REFLECT)
     img = img.reshape(h, w, c)
-  if brightness > 0 or contrast > 0:
+  if (brightness > 0 or contrast > 0) and (brightness_contrast_p >= 1 or
+                                           rng.random() < brightness_contrast_p):
     x = img.astype(np.float32)
     mean = x.mean()
     x = (x - mean) * (1 + rng.uniform(-contrast, contrast)) + mean
     x = x + rng.uniform(-brightness, brightness) * 255
     img = np.clip(x, 0, 255).astype(np.uint8)
+  return np.ascontiguousarray(img)
+
+
+def random_crop(img: np.ndarray, rng: np.random.Generator, min_area: float) -> np.ndarray:
+  """A random square window of [min_area, 1] of the image area, resized back."""
+  h, w, c = img.shape
+  side = max(1, int(round(min(h, w) * np.sqrt(rng.uniform(min_area, 1.0)))))
+  y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+  out = cv2.resize(np.ascontiguousarray(img[y0:y0 + side, x0:x0 + side]), (w, h),
+                   interpolation=cv2.INTER_LINEAR)
+  return out.reshape(h, w, c)
+
+
+def _odd_kernel(rng: np.random.Generator, limit: int) -> int:
+  return int(rng.choice(np.arange(3, max(limit, 3) + 1, 2)))
+
+
+def motion_kernel(size: int, angle_deg: float) -> np.ndarray:
+  """A normalised line kernel through the centre at `angle_deg` (camera shake)."""
+  k = np.zeros((size, size), np.float32)
+  c, r = (size - 1) / 2, (size - 1) / 2
+  dx, dy = r * np.cos(np.deg2rad(angle_deg)), r * np.sin(np.deg2rad(angle_deg))
+  cv2.line(k, (int(round(c - dx)), int(round(c - dy))), (int(round(c + dx)),
+                                                         int(round(c + dy))), 1.0, 1)
+  return k / k.sum()
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+  """Re-compresses with JPEG at `quality` (the artefacts of web-crawled face sets)."""
+  ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+  if not ok:
+    raise RuntimeError("OpenCV could not JPEG-encode an image")
+  return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(img.shape)
+
+
+def photometric(img: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:
+  """The recognition recipe's augmentations, each applied with its own probability.
+
+  In order: random crop (`crop_p`, area >= `crop_min_area`), box blur (`blur_p`),
+  Gaussian blur (`gaussian_blur_p`), motion blur (`motion_blur_p`; kernels up to
+  `blur_limit` px), RGB shift (`rgb_shift_p`, each channel +- `rgb_shift_limit`),
+  JPEG re-compression (`jpeg_p`, quality in [`jpeg_quality`, 100]). Flip and
+  brightness/contrast are in `augment`. Every draw comes from `rng` (seeded by grain per
+  example), so the stream is reproducible. A probability of 0 draws nothing.
+
+  Args:
+    img: uint8 (H, W, C).
+    rng: the example's generator.
+    cfg: `config.data.augment`.
+
+  Returns:
+    uint8 (H, W, C).
+  """
+  def hit(p):
+    return p > 0 and rng.random() < p
+
+  h, w, c = img.shape
+  if hit(cfg.crop_p):
+    img = random_crop(img, rng, cfg.crop_min_area)
+  if hit(cfg.blur_p):
+    k = _odd_kernel(rng, cfg.blur_limit)
+    img = cv2.blur(np.ascontiguousarray(img), (k, k)).reshape(h, w, c)
+  if hit(cfg.gaussian_blur_p):
+    k = _odd_kernel(rng, cfg.blur_limit)
+    img = cv2.GaussianBlur(np.ascontiguousarray(img), (k, k), 0).reshape(h, w, c)
+  if hit(cfg.motion_blur_p):
+    kernel = motion_kernel(_odd_kernel(rng, cfg.blur_limit), rng.uniform(0, 180))
+    img = cv2.filter2D(np.ascontiguousarray(img), -1, kernel).reshape(h, w, c)
+  if hit(cfg.rgb_shift_p):
+    shift = rng.integers(-cfg.rgb_shift_limit, cfg.rgb_shift_limit + 1, size=c)
+    img = np.clip(img.astype(np.int16) + shift, 0, 255).astype(np.uint8)
+  if hit(cfg.jpeg_p):
+    img = jpeg(np.ascontiguousarray(img), rng.integers(cfg.jpeg_quality, 101))
   return np.ascontiguousarray(img)

@@ -34,8 +34,9 @@ def embed_faceset(model, variables, faceset, indices: np.ndarray, data_cfg, seed
   mesh_lib.check_batch_size(batch_size, mesh, "config.eval.batch_size")
   n_proc, pid = jax.process_count(), jax.process_index()
   local = batch_size // n_proc
+  # The variables keep the placement they have (a class-sharded margin head stays split).
   step = jax.jit(functools.partial(embed_step, model=model),
-                 in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)),
+                 in_shardings=(None, mesh_lib.batch_sharded(mesh)),
                  out_shardings=mesh_lib.replicated(mesh))
   out = {"unmasked": [], "masked": []}
   for batch in pipeline.eval_batches(faceset, indices, data_cfg, seed, batch_size):

@@ -52,6 +52,22 @@ def format_table(summary: dict, title: str = "") -> str:
   return "\n".join(lines)
 
 
+def format_verification(ver: dict, fars=("0.1", "0.01", "0.001", "0.0001")) -> str:
+  """One row per set and track (masked, standard, combined): accuracy, AUC, TAR@FAR."""
+  head = f"{'set':<22}{'track':<10}{'acc %':>14}{'AUC %':>8}" + "".join(
+      f"{'TAR@' + f:>12}" for f in fars)
+  lines = ["verification (10-fold accuracy; TAR at FAR, n/a: too few negative pairs):", head]
+  for name, tracks in ver.items():
+    for track in ("masked", "standard", "combined"):
+      r = tracks[track]
+      acc = _pct(r["accuracy"]) + (f" +-{100 * r['accuracy_std']:4.1f}"
+                                   if "accuracy_std" in r else " " * 6)
+      auc = _pct(r["auc"]) if "auc" in r else " " * 6
+      tars = "".join(f"{_pct(r['tar_at_far'].get(f)):>12}" for f in fars)
+      lines.append(f"{name[:21]:<22}{track:<10}{acc:>14}{auc:>8}{tars}")
+  return "\n".join(lines)
+
+
 def write_json(path: str, obj: dict) -> None:
   with open(path, "w", encoding="utf-8") as f:
     json.dump(obj, f, indent=2, sort_keys=True)

@@ -75,3 +75,27 @@ class Embedder(nn.Module):
 
   def embed(self, x):
     return self(x, train=False)
+
+
+class MarginModel(nn.Module):
+  """An IResNet embedder plus the class-centre matrix of a margin head (ArcFace/CosFace).
+
+  Returns (embedding, class_weight): the loss (losses/margin.py) needs the raw (D, C)
+  matrix, which train.py may shard over devices along C (model-parallel FC); applying
+  it here would force every device to hold all of it. `embed` is what the evaluator
+  uses: the class centres are not part of the face descriptor.
+  """
+  backbone: nn.Module
+  num_columns: int     # classes, padded (losses/margin.padded_classes)
+  embed_dim: int
+
+  def setup(self):
+    # insightface's initialisation of the FC centres.
+    self.class_weight = self.param("class_weight", nn.initializers.normal(0.01),
+                                   (self.embed_dim, self.num_columns), jnp.float32)
+
+  def __call__(self, x, train: bool = False):
+    return self.backbone(x, train=train), self.class_weight
+
+  def embed(self, x):
+    return self.backbone(x, train=False)
