@@ -28,10 +28,9 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-from mfrjax.eval.embed import to_float
 from jax.sharding import PartitionSpec as P
 
+from mfrjax.eval.embed import to_float
 from mfrjax.losses import barlow, margin, metric
 from mfrjax.models import get_backbone
 from mfrjax.models.heads import (EmbedAndProject, Embedder, EmbeddingHead, MarginModel,
@@ -164,9 +163,10 @@ def margin_head_loss(params, batch_stats, batch, rng, step, *, model, config, nu
   kw = dict(head=lc.head, scale=lc.scale, margin=lc.margin, easy_margin=lc.easy_margin,
             num_classes=num_classes)
   labels = batch["label"]
+  share = jnp.mean(batch["masked"].astype(jnp.float32))
   if axis_name is not None:
     loss, parts = margin.margin_loss(emb, labels, weight, **kw)
-    loss, parts = jax.lax.pmean((loss, parts), axis_name)
+    loss, parts, share = jax.lax.pmean((loss, parts, share), axis_name)
   elif mesh is not None and config.model.shard_classes:
     f = jax.shard_map(lambda e, y, w: margin.margin_loss(e, y, w, axis_name=DATA, **kw),
                       mesh=mesh, in_specs=(P(DATA), P(DATA), P(None, DATA)),
@@ -174,9 +174,6 @@ def margin_head_loss(params, batch_stats, batch, rng, step, *, model, config, nu
     loss, parts = f(emb, labels, weight)
   else:
     loss, parts = margin.margin_loss(emb, labels, weight, **kw)
-  share = jnp.mean(batch["masked"].astype(jnp.float32))
-  if axis_name is not None:
-    share = jax.lax.pmean(share, axis_name)
   return loss, (upd["batch_stats"], {**parts, "masked_share": share})
 
 

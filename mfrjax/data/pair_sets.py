@@ -35,14 +35,12 @@ class PairSet:
   """Images plus (first, second, issame) pairs over them."""
 
   masked_files = False
-  groups = None
 
   def __init__(self, name: str, images: list, first, second, issame, reader):
     self.name, self._images, self._reader = name, images, reader
     self.first = np.asarray(first, np.int64)
     self.second = np.asarray(second, np.int64)
     self.issame = np.asarray(issame, bool)
-    self.labels = np.zeros(len(images), np.int32)
 
   def __len__(self) -> int:
     return len(self._images)
