@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 import pickle
 
 import cv2
@@ -48,6 +49,11 @@ class PairSet:
   def load(self, index: int, masked: bool = False, variant: int = 0) -> np.ndarray:
     del masked, variant  # masks are drawn by the loader (masked_files = False)
     return self._reader(self._images[index], self.describe(index))
+
+  def raw(self, index: int) -> bytes:
+    """The stored bytes of image `index` (the encoded image, or the file's bytes)."""
+    item = self._images[index]
+    return item if isinstance(item, bytes) else pathlib.Path(item).read_bytes()
 
   def describe(self, index: int) -> str:
     item = self._images[index]
@@ -81,7 +87,11 @@ def read_pairs_list(path: str, root: str) -> PairSet:
     FileNotFoundError / ValueError: naming the file and line of a bad entry.
   """
   with open(path, encoding="utf-8") as f:
-    lines = [ln.split() for ln in f]
+    return parse_pair_lines(f.read().splitlines(), root, path)
+
+
+def parse_pair_lines(lines: list[str], root: str, path: str) -> PairSet:
+  """The pairs of `lines` (pairs-list syntax); `path` names the source in errors."""
   index, images, first, second, same = {}, [], [], [], []
 
   def image(p):
@@ -90,7 +100,8 @@ def read_pairs_list(path: str, root: str) -> PairSet:
       images.append(p)
     return index[p]
 
-  for n, tok in enumerate(lines, 1):
+  for n, line in enumerate(lines, 1):
+    tok = line.split()
     if not tok or (n == 1 and all(t.isdigit() for t in tok) and len(tok) <= 2):
       continue  # blank line or the "<folds> <n>" header
     if len(tok) == 3 and tok[1].lstrip("-").isdigit() and tok[2].isdigit():
@@ -157,6 +168,13 @@ def write_bin(path: str, images: list[np.ndarray], issame: list[bool], ext: str 
     if not ok:
       raise ValueError(f"cannot encode an image as {ext}")
     bins.append(buf.tobytes())
+  write_bin_bytes(path, bins, issame)
+
+
+def write_bin_bytes(path: str, bins: list[bytes], issame: list[bool]) -> None:
+  """Writes already encoded images (pairs 2k, 2k+1) and flags as a .bin."""
+  if len(bins) != 2 * len(issame):
+    raise ValueError(f"{len(bins)} images for {len(issame)} pairs (expected 2 per pair)")
   with open(path, "wb") as f:
     pickle.dump((bins, [bool(x) for x in issame]), f, protocol=pickle.HIGHEST_PROTOCOL)
 

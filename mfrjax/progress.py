@@ -1,0 +1,72 @@
+"""Progress bars and end-of-run summaries for the data tools (tools/*.py).
+
+A tool over 500k images must say how far it is and, at the end, what it wrote and what
+it skipped and why; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+
+
+class Progress:
+  """`desc: done/total (rate/s, ETA)` on one refreshed stderr line."""
+
+  def __init__(self, total: int, desc: str, stream=None, every_s: float = 0.2):
+    self.total, self.desc, self.done = total, desc, 0
+    self.stream = stream or sys.stderr
+    self.t0 = self._last = time.perf_counter()
+    self.every_s = every_s
+
+  def update(self, n: int = 1) -> None:
+    self.done += n
+    now = time.perf_counter()
+    if now - self._last >= self.every_s or self.done == self.total:
+      self._last = now
+      self._draw(now)
+
+  @property
+  def rate(self) -> float:
+    return self.done / max(time.perf_counter() - self.t0, 1e-9)
+
+  def _draw(self, now: float) -> None:
+    rate = self.done / max(now - self.t0, 1e-9)
+    eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+    width = 30
+    filled = int(width * self.done / max(self.total, 1))
+    self.stream.write(f"\r{self.desc}: [{'#' * filled}{'.' * (width - filled)}] "
+                      f"{self.done}/{self.total} ({rate:.1f}/s, ETA {eta:.0f}s)")
+    self.stream.flush()
+
+  def close(self) -> None:
+    self._draw(time.perf_counter())
+    self.stream.write("\n")
+
+
+class Summary:
+  """Counts what was written and every skip with its reason."""
+
+  def __init__(self):
+    self.written = 0
+    self.skipped: list[tuple[str, str]] = []
+    self.seconds: float | None = None  # wall time, set by the tool
+
+  def skip(self, item: str, why: str) -> None:
+    self.skipped.append((item, why))
+
+  def text(self) -> str:
+    s = self.seconds
+    lines = [f"written: {self.written}" + (f" in {s:.1f} s ({self.written / max(s, 1e-9):.1f}/s)"
+                                           if s is not None else "")]
+    lines.append(f"skipped: {len(self.skipped)}")
+    for why, n in collections.Counter(w for _, w in self.skipped).most_common():
+      lines.append(f"  {n:6d}  {why}")
+    for item, why in self.skipped[:10]:
+      lines.append(f"    e.g. {item}: {why}")
+    return "\n".join(lines)
+
+  def as_dict(self) -> dict:
+    return {"written": self.written, "seconds": self.seconds,
+            "skipped": [{"item": i, "why": w} for i, w in self.skipped]}
