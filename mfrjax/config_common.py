@@ -63,6 +63,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.images_per_identity = 3    # "identities": M images per person per batch
   d.min_images_per_identity = 2  # "identities": people with fewer are not sampled
   d.groups_csv = ""            # identity,group table for per-group results
+  d.exclude_list = ""          # images to leave out, one path per line (tools/clean.py)
   d.num_workers = 2
   d.prefetch = 4
   d.upper_face = ml_collections.ConfigDict()  # occlusion removal (triplet_upper)

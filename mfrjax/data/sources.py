@@ -89,7 +89,8 @@ def _is_image(name: str) -> bool:
 class FolderFaceSet:
   """Images in `<root>/<identity>/`, with optional masked variants (see module doc)."""
 
-  def __init__(self, root: str, masked_root: str | None = None, mask_source: str = "files"):
+  def __init__(self, root: str, masked_root: str | None = None, mask_source: str = "files",
+               exclude_list: str = ""):
     if mask_source not in ("files", "draw"):
       raise ValueError(f"config.data.mask_source={mask_source!r}; valid: 'files', 'draw'")
     rootp = pathlib.Path(root)
@@ -99,14 +100,25 @@ class FolderFaceSet:
     if not folders:
       raise ValueError(f"config.data.root={root!r} has no identity folders")
     self.masked_files = mask_source == "files"
+    excluded = read_exclude_list(exclude_list, root) if exclude_list else frozenset()
     identities, labels, paths, masked = [], [], [], []
+    self.num_excluded = 0
     for folder in folders:
       names = sorted(n for n in os.listdir(folder) if _is_image(n))
+      if excluded:
+        kept = [n for n in names if os.path.abspath(folder / n) not in excluded]
+        self.num_excluded += len(names) - len(kept)
+        if names and not kept:
+          continue  # every image of this identity is on the exclusion list
+        names = kept
       plain = [n for n in names if MASK_TAG not in pathlib.Path(n).stem]
       if not plain:
         raise ValueError(f"identity folder {str(folder)!r} has no images "
                          f"(extensions: {', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
       variants = self._masked_variants(folder, names, masked_root) if self.masked_files else {}
+      if excluded:
+        variants = {k: [p for p in v if os.path.abspath(p) not in excluded]
+                    for k, v in variants.items()}
       for n in plain:
         labels.append(len(identities))
         paths.append(str(folder / n))
@@ -156,6 +168,20 @@ class FolderFaceSet:
 
   def describe(self, index: int) -> str:
     return self.paths[index]
+
+
+def read_exclude_list(path: str, root: str) -> frozenset[str]:
+  """Absolute paths listed in an exclusion file (tools/clean.py writes one): one path
+  per line, relative to `root` or absolute; '#' starts a comment."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.data.exclude_list={path!r} does not exist")
+  out = set()
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      line = line.split("#", 1)[0].strip()
+      if line:
+        out.add(os.path.abspath(line if os.path.isabs(line) else os.path.join(root, line)))
+  return frozenset(out)
 
 
 def read_groups_csv(path: str, identities: tuple[str, ...]) -> tuple[str, ...]:
