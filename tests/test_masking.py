@@ -1,0 +1,121 @@
+"""Landmark-placed masks (data/masking.py) and the folder tool (tools/mask_faces.py)."""
+
+import csv
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+
+from mfrjax.data import mask_dataset, masking, sources
+from tests.conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("mask_tool", ROOT / "tools" / "mask_faces.py")
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+
+
+def face(c=3, size=112, seed=0):
+  rng = np.random.default_rng(seed)
+  img = cv2.GaussianBlur(rng.integers(60, 200, (size, size, c)).astype(np.uint8), (7, 7), 2)
+  return img.reshape(size, size, c)
+
+
+def test_mask_is_seeded_local_and_covers_nose_and_mouth_not_eyes():
+  img = face()
+  lm = masking.template_landmarks(112, 112)
+  a, seg, info = masking.apply_mask(img, lm, 3)
+  b, seg_b, _ = masking.apply_mask(img, lm, 3)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(seg, seg_b)
+  c, _, _ = masking.apply_mask(img, lm, 4)
+  assert not np.array_equal(a, c)
+  assert info.mask_type in masking.MASK_TYPES
+  alpha = masking.soft_alpha((112, 112), masking.outline(lm, info.mask_type,
+                                                         np.random.default_rng(0)))
+  for (x, y) in lm[2:]:                       # nose tip and mouth corners are covered
+    assert seg[int(round(y)), int(round(x))] == 255
+  for (x, y) in lm[:2]:                       # the eyes are not
+    assert seg[int(round(y)), int(round(x))] == 0
+  outside = (seg == 0) & (cv2.dilate(seg, np.ones((3, 3), np.uint8)) == 0)
+  np.testing.assert_array_equal(a[outside], img[outside])  # nothing changes off the mask
+  assert ((alpha > 0.05) & (alpha < 0.95)).any()            # anti-aliased edge
+
+
+@pytest.mark.parametrize("kind", masking.MASK_TYPES)
+def test_every_mask_type_draws_on_grey_and_colour(kind):
+  for c in (1, 3):
+    out, seg, info = masking.apply_mask(face(c), masking.template_landmarks(112, 112), 1,
+                                        (kind,))
+    assert info.mask_type == kind and out.shape == (112, 112, c)
+    assert 0.1 < (seg > 0).mean() < 0.5
+
+
+def test_mask_is_lit_like_the_face():
+  img = np.full((112, 112, 3), 60, np.uint8)
+  img[:, :56] = 200                           # light from the left
+  out, seg, _ = masking.apply_mask(img, masking.template_landmarks(112, 112), 0, ("n95",))
+  inside = seg > 0
+  left, right = inside.copy(), inside.copy()
+  left[:, 50:] = False
+  right[:, :62] = False
+  assert out[left].mean() > out[right].mean() + 20
+  dim, _, _ = masking.apply_mask(img // 3, masking.template_landmarks(112, 112), 0, ("n95",))
+  assert dim[inside].mean() < out[inside].mean()          # a dim photo, a dim mask
+
+
+def write_set(root, n_ids=2, per=2):
+  fs = sources.SyntheticFaceSet(n_ids, per, 64, seed=0)
+  for i in range(len(fs.labels)):
+    d = root / fs.identities[fs.labels[i]]
+    d.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(d / f"img{i}.png"), fs.load(i, False))
+  return fs
+
+
+def test_folder_tool_output_is_worker_independent_and_loads_as_masked_root(tmp_path, capsys):
+  write_set(tmp_path / "faces")
+  for w, name in ((1, "m1"), (2, "m2")):
+    assert tool.main([f"--root={tmp_path / 'faces'}", f"--out={tmp_path / name}",
+                      f"--workers={w}", "--quiet", "--box=0.9"]) == 0
+  assert "written: 4" in capsys.readouterr().out
+  for rel in ("synthetic_00000/img0_mask.png", "synthetic_00001/img3_mask.png"):
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "m1" / rel)),
+                                  cv2.imread(str(tmp_path / "m2" / rel)))
+    assert set(np.unique(cv2.imread(str(tmp_path / "m1.seg" / rel), 0))) <= {0, 255}
+  rows = list(csv.DictReader(open(tmp_path / "m1.manifest.csv")))
+  assert len(rows) == 4 and rows[0]["landmark_source"] == "template"
+  assert rows[0]["mask_type"] in masking.MASK_TYPES
+  fs = sources.FolderFaceSet(str(tmp_path / "faces"), masked_root=str(tmp_path / "m1"))
+  assert fs.load(0, True).shape == (64, 64, 1)
+  with pytest.raises(FileExistsError, match="nothing is overwritten"):
+    mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "m1"))
+
+
+def test_landmark_file_reports_missing_and_bad_landmarks(tmp_path):
+  write_set(tmp_path / "faces")
+  lm = masking.template_landmarks(64, 64, 0.9)
+  lines = ["path," + ",".join(f"{a}{k}" for k in range(1, 6) for a in "xy"),
+           "synthetic_00000/img0.png," + ",".join(map(str, lm.ravel())),
+           "synthetic_00000/img1.png," + ",".join(["500"] * 10),      # outside
+           "synthetic_00001/img2.png," + ",".join(["30"] * 10)]       # eyes on top of each other
+  (tmp_path / "lm.csv").write_text("\n".join(lines) + "\n")
+  s = mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "out"),
+                               landmarks=str(tmp_path / "lm.csv"), quiet=True)
+  assert s.written == 1
+  assert dict(s.skipped) == {"synthetic_00000/img1.png": "landmarks outside the image",
+                             "synthetic_00001/img2.png": "eyes less than 4 px apart",
+                             "synthetic_00001/img3.png": "no landmarks in the file"}
+  (tmp_path / "bad.csv").write_text("a.png,1,2,3\n")
+  with pytest.raises(ValueError, match="bad.csv:1: expected path and 10 numbers"):
+    mask_dataset.read_landmarks_csv(str(tmp_path / "bad.csv"))
+  with pytest.raises(NotImplementedError, match="--landmarks=detector"):
+    mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "o2"), landmarks="detector")
+
+
+def test_preview_writes_a_contact_sheet(tmp_path):
+  write_set(tmp_path / "faces", 3, 2)
+  out = tmp_path / "sheet.png"
+  assert tool.main([f"--root={tmp_path / 'faces'}", "--preview=4", f"--preview_out={out}"]) == 0
+  sheet = cv2.imread(str(out))
+  assert sheet.shape == (4 * 112, 3 * 112, 3)
