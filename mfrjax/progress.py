@@ -7,15 +7,24 @@ it skipped and why; nothing is dropped silently.
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import time
 
 
-class Progress:
-  """`desc: done/total (rate/s, ETA)` on one refreshed stderr line."""
+def require_new(*paths: str) -> None:
+  """Raises FileExistsError for the first of `paths` that exists: tools never overwrite."""
+  for path in paths:
+    if os.path.exists(path):
+      raise FileExistsError(f"{path} exists; choose another output (nothing is overwritten)")
 
-  def __init__(self, total: int, desc: str, stream=None, every_s: float = 0.2):
-    self.total, self.desc, self.done = total, desc, 0
+
+class Progress:
+  """`desc: done/total (rate/s, ETA)` on one refreshed stderr line; silent if `quiet`."""
+
+  def __init__(self, total: int, desc: str, stream=None, every_s: float = 0.2,
+               quiet: bool = False):
+    self.total, self.desc, self.done, self.quiet = total, desc, 0, quiet
     self.stream = stream or sys.stderr
     self.t0 = self._last = time.perf_counter()
     self.every_s = every_s
@@ -23,7 +32,7 @@ class Progress:
   def update(self, n: int = 1) -> None:
     self.done += n
     now = time.perf_counter()
-    if now - self._last >= self.every_s or self.done == self.total:
+    if not self.quiet and (now - self._last >= self.every_s or self.done == self.total):
       self._last = now
       self._draw(now)
 
@@ -41,6 +50,8 @@ class Progress:
     self.stream.flush()
 
   def close(self) -> None:
+    if self.quiet:
+      return
     self._draw(time.perf_counter())
     self.stream.write("\n")
 

@@ -82,13 +82,13 @@ def eval_variables(config, state) -> dict:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def _evaluate(config, model, state, *, faceset, test_groups, train_groups,
-              mesh) -> tuple[dict, dict, dict]:
+def _evaluate(config, model, state, *, faceset, test_groups, train_groups, mesh,
+              verify: bool = True) -> tuple[dict, dict, dict]:
   """Embeds the test images and runs the NumPy evaluator.
 
   Returns:
     (identification summary, arrays for embeddings.npz, verification results with ROC
-    curves: {set name: {track: ...}})
+    curves: {set name: {track: ...}}, empty unless `verify`)
   """
   idx = np.concatenate(test_groups)
   labels = faceset.labels[idx]
@@ -105,7 +105,7 @@ def _evaluate(config, model, state, *, faceset, test_groups, train_groups,
     groups = np.asarray(groups)
     train_image_groups = groups[faceset.labels[np.concatenate(train_groups)]]
   arrays = {**emb, "labels": labels, "is_gallery": is_gallery, "image_index": idx}
-  ver = _verify(config, model, variables, emb, labels, mesh)
+  ver = _verify(config, model, variables, emb, labels, mesh) if verify else {}
   return report.summarize(results, groups, train_image_groups), arrays, ver
 
 
@@ -290,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start_step = 0
     writer.write_hparams(_flat_hparams(config))
     if config.eval_at_init:
-      results["init"], _, _ = evaluate(state)
+      results["init"], _, _ = evaluate(state, verify=False)
       logging.info("%s", report.format_table(results["init"], "untrained network:"))
   else:
     state, start_step, source = restored

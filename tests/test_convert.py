@@ -110,6 +110,9 @@ def test_bin_to_folder_and_back(tmp_path):
   a, b = pair_sets.read_bin(str(src)), pair_sets.read_bin(str(again))
   assert a.issame.tolist() == b.issame.tolist()
   assert [a.raw(k) for k in range(6)] == [b.raw(k) for k in range(6)]  # bytes kept as is
+  copy = tmp_path / "c.bin"  # a .bin as the source works too (images read from it)
+  convert.pairs_to_bin(str(src), str(copy), quiet=True)
+  assert [pair_sets.read_bin(str(copy)).raw(k) for k in range(6)] == [a.raw(k) for k in range(6)]
 
 
 def test_pair_lists_to_the_evaluator_format(tmp_path):

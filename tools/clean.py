@@ -23,6 +23,7 @@ import sys
 import time
 
 from mfrjax.data import clean
+from mfrjax.progress import require_new
 
 
 def main(argv=None) -> int:
@@ -41,9 +42,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   paths = {n: os.path.join(args.out, n) for n in ("report.json", "report.csv", "exclude.txt")}
-  for path in paths.values():
-    if os.path.exists(path):
-      raise FileExistsError(f"{path} exists; choose another --out (nothing is overwritten)")
+  require_new(*paths.values())
   t0 = time.perf_counter()
   findings = clean.scan(args.root, min_size=args.min_size, blank_std=args.blank_std,
                         max_distance=args.max_distance, min_images=args.min_images,

@@ -23,40 +23,32 @@ import sys
 import time
 
 from mfrjax.data import skin_tone, sources
-from mfrjax.progress import Progress, Summary
+from mfrjax.progress import Progress, Summary, require_new
 
 
 def run(root: str, out: str, groups: int, quiet: bool = False) -> Summary:
-  rootp = pathlib.Path(root)
-  if not rootp.is_dir():
-    raise FileNotFoundError(f"--root={root!r} is not a directory")
-  os.makedirs(out, exist_ok=True)
+  files = sources.list_images(root)
   names = {n: os.path.join(out, n) for n in ("images.csv", "identities.csv", "groups.csv")}
-  for path in names.values():
-    if os.path.exists(path):
-      raise FileExistsError(f"{path} exists; choose another --out (nothing is overwritten)")
-  files = sorted(p for p in rootp.glob("*/*") if p.is_file() and sources._is_image(p.name)
-                 and sources.MASK_TAG not in p.stem)
+  require_new(*names.values())
+  os.makedirs(out, exist_ok=True)
   summary, t0, rows, per_id = Summary(), time.perf_counter(), [], {}
-  bar = None if quiet else Progress(len(files), "skin tone")
-  for p in files:
-    ident = p.parent.name
+  bar = Progress(len(files), "skin tone", quiet=quiet)
+  for rel in files:
+    ident = pathlib.Path(rel).parts[0]
     per_id.setdefault(ident, [])
     try:
-      tone = skin_tone.image_tone(sources.read_image(str(p)))
+      tone = skin_tone.image_tone(sources.read_image(os.path.join(root, rel)))
     except sources.ImageReadError as e:
-      summary.skip(str(p), f"unreadable: {e}")
+      summary.skip(rel, f"unreadable: {e}")
       tone = None
     if tone is not None and math.isnan(tone["lightness"]):
-      summary.skip(str(p), "too few skin pixels")
+      summary.skip(rel, "too few skin pixels")
     elif tone is not None:
       summary.written += 1
       per_id[ident].append(tone["lightness"])
-      rows.append((str(p.relative_to(rootp)), ident, tone))
-    if bar:
-      bar.update()
-  if bar:
-    bar.close()
+      rows.append((rel, ident, tone))
+    bar.update()
+  bar.close()
   tones = skin_tone.identity_tones(per_id)
   grouping = skin_tone.tone_groups(tones, groups)
   with open(names["images.csv"], "w", newline="", encoding="utf-8") as f:

@@ -95,12 +95,11 @@ def scan(root: str, *, min_size: int = 32, blank_std: float = 2.0, max_distance:
   if not rootp.is_dir():
     raise FileNotFoundError(f"{root!r} is not a directory")
   files = sorted(str(p.relative_to(rootp)) for p in rootp.rglob("*")
-                 if p.is_file() and sources._is_image(p.name))
+                 if p.is_file() and sources.is_image(p.name))
   findings, kept, hashes, exact = [], [], [], {}
-  bar = None if quiet else Progress(len(files), "scanning")
+  bar = Progress(len(files), "scanning", quiet=quiet)
   for rel in files:
-    if bar:
-      bar.update()
+    bar.update()
     try:
       img = sources.read_image(str(rootp / rel))
     except sources.ImageReadError as e:
@@ -119,8 +118,7 @@ def scan(root: str, *, min_size: int = 32, blank_std: float = 2.0, max_distance:
     exact[digest] = rel
     kept.append(rel)
     hashes.append(phash(img))
-  if bar:
-    bar.close()
+  bar.close()
   owner = [_unmasked_key(rel) for rel in kept]
 
   def own_masked_copy(i, j):  # a masked variant is meant to look like its original
@@ -158,5 +156,5 @@ def exclusion_list(findings: list[Finding], root: str) -> list[str]:
     if f.reason == "too-few":
       folder = pathlib.Path(root) / f.path
       out.update(os.path.join(f.path, n) for n in os.listdir(folder)
-                 if sources._is_image(n))
+                 if sources.is_image(n))
   return sorted(out)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from mfrjax.data import pair_sets, recordio, sources
-from mfrjax.progress import Progress, Summary
+from mfrjax.progress import Progress, Summary, require_new
 
 PAIR_FORMATS = ("lfw", "calfw", "mlfw")
 
@@ -33,11 +33,6 @@ def _fresh_dir(out: str) -> pathlib.Path:
                           "(inputs and earlier outputs are never overwritten)")
   p.mkdir(parents=True, exist_ok=True)
   return p
-
-
-def _fresh_file(path: str) -> None:
-  if os.path.exists(path):
-    raise FileExistsError(f"output {path!r} exists; choose a new name (nothing is overwritten)")
 
 
 def image_extension(data: bytes) -> str | None:
@@ -57,7 +52,7 @@ def rec_to_folder(rec_path: str, out: str, quiet: bool = False) -> Summary:
   summary, t0 = Summary(), time.perf_counter()
   with recordio.RecordReader(rec_path) as reader:
     items = recordio.image_labels(reader)
-    bar = None if quiet else Progress(len(items), "rec -> folder")
+    bar = Progress(len(items), "rec -> folder", quiet=quiet)
     for key, cls in items:
       rec = reader[key]
       ext = image_extension(rec.image)
@@ -68,42 +63,37 @@ def rec_to_folder(rec_path: str, out: str, quiet: bool = False) -> Summary:
         d.mkdir(exist_ok=True)
         (d / f"{key:08d}{ext}").write_bytes(rec.image)
         summary.written += 1
-      if bar:
-        bar.update()
-    if bar:
-      bar.close()
+      bar.update()
+    bar.close()
   summary.seconds = time.perf_counter() - t0
   return summary
 
 
-def _encoded(path: str) -> bytes:
-  """The file's bytes if JPEG/PNG, else re-encoded losslessly as PNG (e.g. ORL's PGM)."""
-  data = pathlib.Path(path).read_bytes()
+def _encoded(data: bytes, name: str) -> bytes:
+  """`data` if it is a JPEG/PNG, else re-encoded losslessly as PNG (e.g. ORL's PGM)."""
+  img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+  if img is None:
+    raise sources.ImageReadError(f"cannot decode image {name!r}")
   if image_extension(data) in (".jpg", ".png"):
-    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is None:
-      raise sources.ImageReadError(f"cannot decode image {path!r}")
     return data
-  ok, buf = cv2.imencode(".png", sources.read_image(path))
-  return buf.tobytes()
+  return cv2.imencode(".png", img)[1].tobytes()
 
 
 def folder_to_rec(root: str, rec_path: str, quiet: bool = False) -> Summary:
   """Packs <root>/<identity>/<image> (unmasked images) into .rec/.idx; identity folders
   in sorted order become classes 0..C-1. Unreadable images are skipped and reported."""
-  _fresh_file(rec_path)
+  require_new(rec_path)
   fs = sources.FolderFaceSet(root, mask_source="draw")
   summary, t0, items = Summary(), time.perf_counter(), []
-  bar = None if quiet else Progress(len(fs.paths), "folder -> rec")
+  bar = Progress(len(fs.paths), "folder -> rec", quiet=quiet)
   for path, cls in zip(fs.paths, fs.labels):
     try:
-      items.append((int(cls), _encoded(path)))
+      items.append((int(cls), _encoded(pathlib.Path(path).read_bytes(), path)))
       summary.written += 1
     except (sources.ImageReadError, OSError) as e:
       summary.skip(path, f"unreadable: {type(e).__name__}")
-    if bar:
-      bar.update()
-  if bar:
-    bar.close()
+    bar.update()
+  bar.close()
   # Classes must be contiguous 0..C-1 even if a folder lost all its images.
   remap = {c: i for i, c in enumerate(sorted({c for c, _ in items}))}
   recordio.write_rec(rec_path, [(remap[c], b) for c, b in items])
@@ -117,7 +107,7 @@ def bin_to_folder(bin_path: str, out: str, quiet: bool = False) -> Summary:
   out_p = _fresh_dir(out)
   (out_p / "images").mkdir()
   summary, t0, names = Summary(), time.perf_counter(), []
-  bar = None if quiet else Progress(len(ps), "bin -> folder")
+  bar = Progress(len(ps), "bin -> folder", quiet=quiet)
   for k in range(len(ps)):
     data = ps.raw(k)
     ext = image_extension(data) or ".jpg"
@@ -125,10 +115,8 @@ def bin_to_folder(bin_path: str, out: str, quiet: bool = False) -> Summary:
     (out_p / name).write_bytes(data)
     names.append(name)
     summary.written += 1
-    if bar:
-      bar.update()
-  if bar:
-    bar.close()
+    bar.update()
+  bar.close()
   with open(out_p / "pairs.txt", "w", encoding="utf-8") as f:
     for a, b, s in zip(ps.first, ps.second, ps.issame):
       f.write(f"{names[a]} {names[b]} {int(s)}\n")
@@ -139,18 +127,16 @@ def bin_to_folder(bin_path: str, out: str, quiet: bool = False) -> Summary:
 def pairs_to_bin(spec: str, bin_path: str, quiet: bool = False) -> Summary:
   """A pairs list (`pairs.txt@root`, any format pair_sets reads) -> a verification .bin.
   Image bytes are stored as they are (JPEG/PNG) or losslessly re-encoded as PNG."""
-  _fresh_file(bin_path)
+  require_new(bin_path)
   ps = pair_sets.read_pair_set(spec)
   summary, t0 = Summary(), time.perf_counter()
-  bar = None if quiet else Progress(len(ps.first), "pairs -> bin")
+  bar = Progress(len(ps.first), "pairs -> bin", quiet=quiet)
   bins = []
   for a, b in zip(ps.first, ps.second):
-    bins += [_encoded(ps.describe(a)), _encoded(ps.describe(b))]
+    bins += [_encoded(ps.raw(i), ps.describe(i)) for i in (a, b)]
     summary.written += 1
-    if bar:
-      bar.update()
-  if bar:
-    bar.close()
+    bar.update()
+  bar.close()
   pair_sets.write_bin_bytes(bin_path, bins, ps.issame.tolist())
   summary.seconds = time.perf_counter() - t0
   return summary
@@ -174,7 +160,7 @@ def read_calfw(path: str, root: str) -> pair_sets.PairSet:
 def pairs_to_list(path: str, root: str, fmt: str, out_path: str) -> Summary:
   """Rewrites an LFW (`pairs.txt`), CALFW (two lines per pair) or MLFW (`a b 0|1`) pair
   list as the evaluator's `path_a path_b 0|1` list, paths relative to `root`."""
-  _fresh_file(out_path)
+  require_new(out_path)
   if fmt not in PAIR_FORMATS:
     raise ValueError(f"unknown pair list format {fmt!r}; valid: {PAIR_FORMATS}")
   ps = read_calfw(path, root) if fmt == "calfw" else pair_sets.read_pairs_list(path, root)

@@ -27,18 +27,9 @@ import cv2
 import numpy as np
 
 from mfrjax.data import masking, sources
-from mfrjax.progress import Progress, Summary
+from mfrjax.progress import Progress, Summary, require_new
 
 LANDMARK_SOURCES = ("template", "detector", "<file.csv>")
-
-
-def list_images(root: str) -> list[str]:
-  """Unmasked images under root/<identity>/, relative paths, sorted."""
-  rootp = pathlib.Path(root)
-  if not rootp.is_dir():
-    raise FileNotFoundError(f"--root={root!r} is not a directory")
-  return sorted(str(p.relative_to(rootp)) for p in rootp.glob("*/*")
-                if p.is_file() and sources._is_image(p.name) and sources.MASK_TAG not in p.stem)
 
 
 def read_landmarks_csv(path: str) -> dict[str, np.ndarray]:
@@ -119,16 +110,14 @@ def mask_folder(root: str, out: str, *, seed: int = 0, landmarks: str = "templat
   for t in types:
     if t not in masking.MASK_TYPES:
       raise ValueError(f"unknown mask type {t!r}; valid: {masking.MASK_TYPES}")
-  for p in (out, out + ".seg", out + ".manifest.csv"):
-    if os.path.exists(p):
-      raise FileExistsError(f"{p} exists; choose another --out (nothing is overwritten)")
-  files = list_images(root)[:limit or None]
+  require_new(out, out + ".seg", out + ".manifest.csv")
+  files = sources.list_images(root)[:limit or None]
   table = {} if landmarks == "template" else read_landmarks_csv(landmarks)
   os.makedirs(out)
   fn = functools.partial(mask_one, root=root, out=out, seed=seed, source=landmarks, box=box,
                          table=table, types=tuple(types))
   summary, rows, t0 = Summary(), [], time.perf_counter()
-  bar = None if quiet else Progress(len(files), "masking")
+  bar = Progress(len(files), "masking", quiet=quiet)
   pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
   results = pool.imap(fn, files, chunksize=16) if pool else map(fn, files)
   try:
@@ -138,14 +127,12 @@ def mask_folder(root: str, out: str, *, seed: int = 0, landmarks: str = "templat
         summary.written += 1
       else:
         summary.skip(r[1], r[2])
-      if bar:
-        bar.update()
+      bar.update()
   finally:
     if pool:
       pool.close()
       pool.join()
-  if bar:
-    bar.close()
+  bar.close()
   with open(out + ".manifest.csv", "w", newline="", encoding="utf-8") as f:
     w = csv.writer(f)
     w.writerow(["source", "output", "segmentation", "mask_type", "colour_bgr", "pattern",
@@ -162,7 +149,7 @@ def preview(root: str, path: str, n: int, *, seed: int = 0, landmarks: str = "te
             box: float = 1.0, types=masking.MASK_TYPES) -> int:
   """Writes a contact sheet of `n` random images (original, masked, map); returns rows."""
   _check_source(landmarks)
-  files = list_images(root)
+  files = sources.list_images(root)
   table = {} if landmarks == "template" else read_landmarks_csv(landmarks)
   pick = np.random.default_rng([seed, 53]).choice(len(files), min(n, len(files)), replace=False)
   rows = []

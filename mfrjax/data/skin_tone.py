@@ -28,15 +28,20 @@ import cv2
 import numpy as np
 
 
+def _central(shape: tuple[int, int]) -> np.ndarray:
+  """True on the central half (in each direction) of an (H, W) image."""
+  h, w = shape
+  centre = np.zeros((h, w), bool)
+  centre[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
+  return centre
+
+
 def foreground_mask(img: np.ndarray) -> np.ndarray:
   """Otsu foreground (bool H x W): the class covering more of the central half."""
   grey = img[..., 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
   _, bright = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
   bright = bright.astype(bool)
-  h, w = grey.shape
-  centre = np.zeros_like(bright)
-  centre[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
-  return bright if bright[centre].mean() >= 0.5 else ~bright
+  return bright if bright[_central(grey.shape)].mean() >= 0.5 else ~bright
 
 
 def skin_mask(img: np.ndarray) -> np.ndarray:
@@ -58,10 +63,7 @@ def image_tone(img: np.ndarray, min_pixels: int = 20) -> dict:
   """
   fg = foreground_mask(img)
   if img.shape[2] == 1:
-    h, w = fg.shape
-    centre = np.zeros_like(fg)
-    centre[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
-    skin = fg & centre
+    skin = fg & _central(fg.shape)
     lab_l = img[..., 0].astype(np.float64) * 100 / 255
     b = None
   else:

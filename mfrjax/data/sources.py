@@ -82,8 +82,21 @@ class SyntheticFaceSet:
     return f"synthetic identity {identity} image {image}"
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def list_images(root: str) -> list[str]:
+  """Unmasked images of a folder set, `<identity>/<image>` paths relative to root, sorted.
+
+  Raises:
+    FileNotFoundError: if `root` is not a directory.
+  """
+  rootp = pathlib.Path(root)
+  if not rootp.is_dir():
+    raise FileNotFoundError(f"--root={root!r} is not a directory")
+  return sorted(str(p.relative_to(rootp)) for p in rootp.glob("*/*")
+                if p.is_file() and is_image(p.name) and MASK_TAG not in p.stem)
 
 
 class FolderFaceSet:
@@ -104,7 +117,7 @@ class FolderFaceSet:
     identities, labels, paths, masked = [], [], [], []
     self.num_excluded = 0
     for folder in folders:
-      names = sorted(n for n in os.listdir(folder) if _is_image(n))
+      names = sorted(n for n in os.listdir(folder) if is_image(n))
       if excluded:
         kept = [n for n in names if os.path.abspath(folder / n) not in excluded]
         self.num_excluded += len(names) - len(kept)
@@ -145,7 +158,7 @@ class FolderFaceSet:
                    key=len, reverse=True)  # longest first: 'a_10' must not claim 'a_1'
     if masked_root:
       parallel = pathlib.Path(masked_root) / folder.name
-      candidates = sorted(n for n in os.listdir(parallel) if _is_image(n)) if parallel.is_dir() else []
+      candidates = sorted(n for n in os.listdir(parallel) if is_image(n)) if parallel.is_dir() else []
       base = parallel
     else:
       candidates = [n for n in names if MASK_TAG in pathlib.Path(n).stem]
