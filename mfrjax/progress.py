@@ -7,6 +7,7 @@ it skipped and why; nothing is dropped silently.
 from __future__ import annotations
 
 import collections
+import multiprocessing
 import os
 import sys
 import time
@@ -81,3 +82,20 @@ class Summary:
   def as_dict(self) -> dict:
     return {"written": self.written, "seconds": self.seconds,
             "skipped": [{"item": i, "why": w} for i, w in self.skipped]}
+
+
+def map_progress(fn, items, *, workers: int, desc: str, quiet: bool = False,
+                 chunksize: int = 16):
+  """Yields fn(item) for each item in order, over `workers` spawned processes (1: here),
+  drawing a progress bar. `fn` must pickle (a module-level function or a partial)."""
+  bar = Progress(len(items), desc, quiet=quiet)
+  pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+  try:
+    for r in (pool.imap(fn, items, chunksize=chunksize) if pool else map(fn, items)):
+      bar.update()
+      yield r
+  finally:
+    if pool:
+      pool.close()
+      pool.join()
+  bar.close()

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mfrjax.data import mask_dataset, masking, sources
+from mfrjax.data import landmarks, mask_dataset, masking, sources
 from tests.conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("mask_tool", ROOT / "tools" / "mask_faces.py")
@@ -84,7 +84,7 @@ def test_folder_tool_output_is_worker_independent_and_loads_as_masked_root(tmp_p
                                   cv2.imread(str(tmp_path / "m2" / rel)))
     assert set(np.unique(cv2.imread(str(tmp_path / "m1.seg" / rel), 0))) <= {0, 255}
   rows = list(csv.DictReader(open(tmp_path / "m1.manifest.csv")))
-  assert len(rows) == 4 and rows[0]["landmark_source"] == "template"
+  assert len(rows) == 4 and rows[0]["landmark_source"] == "template:box=0.9"
   assert rows[0]["mask_type"] in masking.MASK_TYPES
   fs = sources.FolderFaceSet(str(tmp_path / "faces"), masked_root=str(tmp_path / "m1"))
   assert fs.load(0, True).shape == (64, 64, 1)
@@ -92,7 +92,7 @@ def test_folder_tool_output_is_worker_independent_and_loads_as_masked_root(tmp_p
     mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "m1"))
 
 
-def test_landmark_file_reports_missing_and_bad_landmarks(tmp_path):
+def test_landmark_file_reports_missing_and_bad_landmarks(tmp_path, monkeypatch):
   write_set(tmp_path / "faces")
   lm = masking.template_landmarks(64, 64, 0.9)
   lines = ["path," + ",".join(f"{a}{k}" for k in range(1, 6) for a in "xy"),
@@ -108,9 +108,11 @@ def test_landmark_file_reports_missing_and_bad_landmarks(tmp_path):
                              "synthetic_00001/img3.png": "no landmarks in the file"}
   (tmp_path / "bad.csv").write_text("a.png,1,2,3\n")
   with pytest.raises(ValueError, match="bad.csv:1: expected path and 10 numbers"):
-    mask_dataset.read_landmarks_csv(str(tmp_path / "bad.csv"))
-  with pytest.raises(NotImplementedError, match="--landmarks=detector"):
+    landmarks.read_csv(str(tmp_path / "bad.csv"))
+  monkeypatch.setattr(landmarks, "available", lambda: False)   # as without the extra
+  with pytest.raises(landmarks.MissingExtra, match=r"pip install 'mfrjax\[landmarks\]'"):
     mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "o2"), landmarks="detector")
+  assert not (tmp_path / "o2").exists()
 
 
 def test_preview_writes_a_contact_sheet(tmp_path):

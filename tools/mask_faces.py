@@ -2,13 +2,16 @@
 
     python tools/mask_faces.py --root=/data/aligned --out=/data/aligned_masked --workers=8
     python tools/mask_faces.py --root=../shared/data/lfw --out=/tmp/lfw_masked --box=0.5
+    python tools/mask_faces.py --root=/data/photos --out=/data/photos_masked --landmarks=detector
     python tools/mask_faces.py --root=/data/aligned --preview=12 --preview_out=sheet.png
 
 Writes <out>/<identity>/<image>_mask.png (train with --config.data.masked_root=<out>),
 <out>.seg/ (binary maps of the mask region) and <out>.manifest.csv (source, output, mask
 type, colour, pattern, landmarks). Landmarks: `template` (aligned crops; --box places the
-template in the central square of centred photos, e.g. 0.5 for LFW's 250x250) or a CSV
-`path,x1,y1,...,x5,y5` (eyes, nose tip, mouth corners; paths relative to --root).
+template in the central square of centred photos, e.g. 0.5 for LFW's 250x250), `detector`
+(dlib, the `landmarks` extra: pip install 'mfrjax[landmarks]') or a CSV
+`path,x1,y1,...,x5,y5` (eyes, nose tip, mouth corners; paths relative to --root; the
+<out>.landmarks.csv that tools/align_faces.py writes is one).
 Same --seed, same masks, whatever --workers. --preview only writes a contact sheet.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mfrjax.data import mask_dataset, masking
+from mfrjax.data import landmarks, mask_dataset, masking
 
 
 def main(argv=None) -> int:
@@ -26,9 +29,7 @@ def main(argv=None) -> int:
                               epilog=__doc__.split("\n", 2)[2])
   p.add_argument("--root", required=True, help="<root>/<identity>/<image> face set")
   p.add_argument("--out", default="", help="masked root to create (must not exist)")
-  p.add_argument("--landmarks", default="template", help="'template' or a landmarks CSV")
-  p.add_argument("--box", type=float, default=1.0,
-                 help="template: side of the central face square / image side")
+  landmarks.add_flags(p)
   p.add_argument("--types", default=",".join(masking.MASK_TYPES),
                  help=f"comma-separated subset of {','.join(masking.MASK_TYPES)}")
   p.add_argument("--seed", type=int, default=0)
@@ -39,16 +40,18 @@ def main(argv=None) -> int:
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   args = p.parse_args(argv)
   types = tuple(t for t in args.types.split(",") if t)
+  where = dict(landmarks=args.landmarks, box=args.box, landmark_model=args.landmark_model,
+               upsample=args.upsample, types=types)
   if args.preview:
     n = mask_dataset.preview(args.root, args.preview_out, args.preview, seed=args.seed,
-                             landmarks=args.landmarks, box=args.box, types=types)
+                             **where)
     print(f"contact sheet of {n} images -> {args.preview_out}")
     return 0
   if not args.out:
     p.error("--out is required (or --preview)")
   summary = mask_dataset.mask_folder(args.root, args.out, seed=args.seed,
-                                     landmarks=args.landmarks, box=args.box, types=types,
-                                     workers=args.workers, limit=args.limit, quiet=args.quiet)
+                                     workers=args.workers, limit=args.limit, quiet=args.quiet,
+                                     **where)
   print(summary.text())
   return 0
 

@@ -5,10 +5,11 @@
     <out>.seg/<identity>/<image>_mask.png      binary segmentation map of the mask region
     <out>.manifest.csv                         source, output, map, type, colour, landmarks
 
-Landmarks come from the canonical template (aligned crops; `box` < 1 places it in the
-central square of unaligned but centred photos such as LFW) or from a CSV file
-(`path,x1,y1,...,x5,y5`, path relative to the root); an image without usable landmarks
-is reported and skipped, never dropped silently. Each image's mask is seeded by (seed,
+Landmarks (data/landmarks.Source) come from the canonical template (aligned crops; `box`
+< 1 places it in the central square of unaligned but centred photos such as LFW), from
+dlib's detector (the `landmarks` extra) or from a CSV file (`path,x1,y1,...,x5,y5`, path
+relative to the root); an image without a face or usable landmarks is reported and
+skipped, never dropped silently. Each image's mask is seeded by (seed,
 its relative path), so the output is the same for any number of workers.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import multiprocessing
 import os
 import pathlib
 import time
@@ -26,55 +26,17 @@ import zlib
 import cv2
 import numpy as np
 
-from mfrjax.data import masking, sources
-from mfrjax.progress import Progress, Summary, require_new
-
-LANDMARK_SOURCES = ("template", "detector", "<file.csv>")
-
-
-def read_landmarks_csv(path: str) -> dict[str, np.ndarray]:
-  """{relative path: (5, 2)} from `path,x1,y1,...,x5,y5` lines; bad lines name the line."""
-  out = {}
-  with open(path, encoding="utf-8") as f:
-    for n, row in enumerate(csv.reader(f), 1):
-      if not row or row[0].startswith("#") or (n == 1 and row[0] == "path"):
-        continue
-      if len(row) != 11:
-        raise ValueError(f"{path}:{n}: expected path and 10 numbers, got {len(row)} fields")
-      try:
-        out[row[0]] = np.array([float(x) for x in row[1:]], np.float32).reshape(5, 2)
-      except ValueError as e:
-        raise ValueError(f"{path}:{n}: {e}") from e
-  return out
-
+from mfrjax.data import landmarks, masking, sources
+from mfrjax.progress import Summary, map_progress, require_new
 
 def image_seed(seed: int, rel: str) -> list[int]:
   return [seed, zlib.crc32(rel.encode("utf-8"))]
 
 
-def _landmarks_for(rel, img, source, box, table):
-  if source == "template":
-    return masking.template_landmarks(img.shape[0], img.shape[1], box), None
-  lm = table.get(rel)
-  if lm is None:
-    return None, "no landmarks in the file"
-  h, w = img.shape[:2]
-  if not np.isfinite(lm).all() or (lm < -0.5 * w).any() or (lm[:, 0] > 1.5 * w).any() or (
-      lm[:, 1] > 1.5 * h).any():
-    return None, "landmarks outside the image"
-  if np.linalg.norm(lm[1] - lm[0]) < 4:
-    return None, "eyes less than 4 px apart"
-  return lm, None
-
-
-def mask_one(rel: str, *, root: str, out: str, seed: int, source: str, box: float,
-             table: dict, types: tuple[str, ...]):
+def mask_one(rel: str, *, root: str, out: str, seed: int, source: landmarks.Source,
+             types: tuple[str, ...]):
   """Masks one image; returns ('ok', manifest row) or ('skip', rel, reason)."""
-  try:
-    img = sources.read_image(os.path.join(root, rel))
-  except sources.ImageReadError as e:
-    return ("skip", rel, f"unreadable: {e}")
-  lm, why = _landmarks_for(rel, img, source, box, table)
+  img, lm, why = source.read(root, rel)
   if lm is None:
     return ("skip", rel, why)
   masked, seg, info = masking.apply_mask(img, lm, image_seed(seed, rel), types)
@@ -88,51 +50,35 @@ def mask_one(rel: str, *, root: str, out: str, seed: int, source: str, box: floa
   return ("ok", {"source": rel, "output": name, "segmentation": name,
                  "mask_type": info.mask_type, "colour_bgr": list(info.colour),
                  "pattern": info.pattern, "landmarks": np.round(lm, 2).tolist(),
-                 "landmark_source": source})
+                 "landmark_source": source.name})
 
 
-def _check_source(landmarks: str):
-  if landmarks == "detector":
-    raise NotImplementedError(
-        "--landmarks=detector needs a landmark detector, which this version does not ship "
-        "yet; give landmarks in a CSV (--landmarks=file.csv) or use the template on aligned "
-        "or centred crops (--landmarks=template --box=...)")
-  if landmarks != "template" and not os.path.exists(landmarks):
-    raise FileNotFoundError(f"--landmarks={landmarks!r}: not 'template' and no such file")
+def _source(spec, box, model, upsample, types) -> landmarks.Source:
+  for t in types:
+    if t not in masking.MASK_TYPES:
+      raise ValueError(f"unknown mask type {t!r}; valid: {masking.MASK_TYPES}")
+  return landmarks.Source(spec, box=box, model=model, upsample=upsample)
 
 
 def mask_folder(root: str, out: str, *, seed: int = 0, landmarks: str = "template",
                 box: float = 1.0, types=masking.MASK_TYPES, workers: int = 1,
-                limit: int = 0, quiet: bool = False) -> Summary:
+                limit: int = 0, quiet: bool = False, landmark_model: str = "68",
+                upsample: int = 1) -> Summary:
   """Masks every unmasked image under `root` (module docstring). Returns the summary;
   `out` must not exist yet (nothing is overwritten)."""
-  _check_source(landmarks)
-  for t in types:
-    if t not in masking.MASK_TYPES:
-      raise ValueError(f"unknown mask type {t!r}; valid: {masking.MASK_TYPES}")
+  source = _source(landmarks, box, landmark_model, upsample, types)
   require_new(out, out + ".seg", out + ".manifest.csv")
   files = sources.list_images(root)[:limit or None]
-  table = {} if landmarks == "template" else read_landmarks_csv(landmarks)
   os.makedirs(out)
-  fn = functools.partial(mask_one, root=root, out=out, seed=seed, source=landmarks, box=box,
-                         table=table, types=tuple(types))
+  fn = functools.partial(mask_one, root=root, out=out, seed=seed, source=source,
+                         types=tuple(types))
   summary, rows, t0 = Summary(), [], time.perf_counter()
-  bar = Progress(len(files), "masking", quiet=quiet)
-  pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-  results = pool.imap(fn, files, chunksize=16) if pool else map(fn, files)
-  try:
-    for r in results:
-      if r[0] == "ok":
-        rows.append(r[1])
-        summary.written += 1
-      else:
-        summary.skip(r[1], r[2])
-      bar.update()
-  finally:
-    if pool:
-      pool.close()
-      pool.join()
-  bar.close()
+  for r in map_progress(fn, files, workers=workers, desc="masking", quiet=quiet):
+    if r[0] == "ok":
+      rows.append(r[1])
+      summary.written += 1
+    else:
+      summary.skip(r[1], r[2])
   with open(out + ".manifest.csv", "w", newline="", encoding="utf-8") as f:
     w = csv.writer(f)
     w.writerow(["source", "output", "segmentation", "mask_type", "colour_bgr", "pattern",
@@ -146,18 +92,17 @@ def mask_folder(root: str, out: str, *, seed: int = 0, landmarks: str = "templat
 
 
 def preview(root: str, path: str, n: int, *, seed: int = 0, landmarks: str = "template",
-            box: float = 1.0, types=masking.MASK_TYPES) -> int:
+            box: float = 1.0, types=masking.MASK_TYPES, landmark_model: str = "68",
+            upsample: int = 1) -> int:
   """Writes a contact sheet of `n` random images (original, masked, map); returns rows."""
-  _check_source(landmarks)
+  source = _source(landmarks, box, landmark_model, upsample, types)
   files = sources.list_images(root)
-  table = {} if landmarks == "template" else read_landmarks_csv(landmarks)
   pick = np.random.default_rng([seed, 53]).choice(len(files), min(n, len(files)), replace=False)
   rows = []
   for i in sorted(pick):
     rel = files[i]
-    img = sources.read_image(os.path.join(root, rel))
-    lm, _ = _landmarks_for(rel, img, landmarks, box, table)
-    if lm is None:
+    img, lm, _ = source.read(root, rel)
+    if lm is None:                     # unreadable or no face: the preview shows the rest
       continue
     masked, seg, _ = masking.apply_mask(img, lm, image_seed(seed, rel), tuple(types))
     rows.append((img, masked, seg))
