@@ -20,6 +20,22 @@ def require_new(*paths: str) -> None:
       raise FileExistsError(f"{path} exists; choose another output (nothing is overwritten)")
 
 
+def one_per_output(items: list[str], output_of, summary: "Summary") -> list[str]:
+  """The items whose output name (`output_of(item)`) no earlier item claimed; each later
+  one is reported in `summary`. Two inputs such as a.jpg and a.png, both written as a.png,
+  would otherwise overwrite each other."""
+  first: dict[str, str] = {}
+  keep = []
+  for item in items:
+    name = output_of(item)
+    if name in first:
+      summary.skip(item, f"same output name as {first[name]}")
+    else:
+      first[name] = item
+      keep.append(item)
+  return keep
+
+
 class Progress:
   """`desc: done/total (rate/s, ETA)` on one refreshed stderr line; silent if `quiet`."""
 
@@ -94,6 +110,10 @@ def map_progress(fn, items, *, workers: int, desc: str, quiet: bool = False,
     for r in (pool.imap(fn, items, chunksize=chunksize) if pool else map(fn, items)):
       bar.update()
       yield r
+  except BaseException:
+    if pool:              # an error or an interrupt: do not finish the remaining items
+      pool.terminate()
+    raise
   finally:
     if pool:
       pool.close()

@@ -115,6 +115,18 @@ def test_landmark_file_reports_missing_and_bad_landmarks(tmp_path, monkeypatch):
   assert not (tmp_path / "o2").exists()
 
 
+def test_two_inputs_with_one_output_name_do_not_overwrite(tmp_path):
+  write_set(tmp_path / "faces")
+  src = tmp_path / "faces" / "synthetic_00000" / "img0.png"
+  (src.parent / "img0.jpg").write_bytes(src.read_bytes())    # a.jpg beside a.png
+  s = mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "out"), quiet=True)
+  assert s.written == 4
+  assert s.skipped == [("synthetic_00000/img0.png", "same output name as "
+                        "synthetic_00000/img0.jpg")]
+  rows = list(csv.DictReader(open(tmp_path / "out.manifest.csv")))
+  assert len({r["output"] for r in rows}) == len(rows) == 4
+
+
 def test_preview_writes_a_contact_sheet(tmp_path):
   write_set(tmp_path / "faces", 3, 2)
   out = tmp_path / "sheet.png"

@@ -34,7 +34,7 @@ import numpy as np
 from mfrjax.data import landmarks as face_points
 from mfrjax.data import sources
 from mfrjax.data.masking import TEMPLATE_112
-from mfrjax.progress import Summary, map_progress, require_new
+from mfrjax.progress import Summary, map_progress, one_per_output, require_new
 
 TEMPLATES = {"112x112": (TEMPLATE_112, (112, 112)),
              "96x112": (TEMPLATE_112 - np.array([8.0, 0.0], np.float32), (96, 112))}
@@ -91,16 +91,7 @@ def align_folder(root: str, out: str, *, landmarks: str = "detector", size: str 
   require_new(out, out + ".landmarks.csv", out + ".manifest.csv")
   files = sources.list_images(root)[:limit or None]
   summary, t0 = Summary(), time.perf_counter()
-  # Two inputs with one output name (a.jpg and a.png) would overwrite each other.
-  first: dict[str, str] = {}
-  todo = []
-  for rel in files:
-    name = output_name(rel)
-    if name in first:
-      summary.skip(rel, f"same output name as {first[name]}")
-    else:
-      first[name] = rel
-      todo.append(rel)
+  todo = one_per_output(files, output_name, summary)
   os.makedirs(out)
   fn = functools.partial(align_one, root=root, out=out, source=source, size=size,
                          max_residual=max_residual)

@@ -9,8 +9,9 @@ Landmarks (data/landmarks.Source) come from the canonical template (aligned crop
 < 1 places it in the central square of unaligned but centred photos such as LFW), from
 dlib's detector (the `landmarks` extra) or from a CSV file (`path,x1,y1,...,x5,y5`, path
 relative to the root); an image without a face or usable landmarks is reported and
-skipped, never dropped silently. Each image's mask is seeded by (seed,
-its relative path), so the output is the same for any number of workers.
+skipped, never dropped silently, as is a second input with the same output name (a.jpg
+beside a.png). Each image's mask is seeded by (seed, its relative path), so the output
+is the same for any number of workers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import cv2
 import numpy as np
 
 from mfrjax.data import landmarks, masking, sources
-from mfrjax.progress import Summary, map_progress, require_new
+from mfrjax.progress import Summary, map_progress, one_per_output, require_new
+
 
 def image_seed(seed: int, rel: str) -> list[int]:
   return [seed, zlib.crc32(rel.encode("utf-8"))]
@@ -40,8 +42,7 @@ def mask_one(rel: str, *, root: str, out: str, seed: int, source: landmarks.Sour
   if lm is None:
     return ("skip", rel, why)
   masked, seg, info = masking.apply_mask(img, lm, image_seed(seed, rel), types)
-  p = pathlib.Path(rel)
-  name = str(p.parent / f"{p.stem}{sources.MASK_TAG}.png")
+  name = output_name(rel)
   for base, arr in ((out, masked), (out + ".seg", seg)):
     dst = os.path.join(base, name)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -51,6 +52,11 @@ def mask_one(rel: str, *, root: str, out: str, seed: int, source: landmarks.Sour
                  "mask_type": info.mask_type, "colour_bgr": list(info.colour),
                  "pattern": info.pattern, "landmarks": np.round(lm, 2).tolist(),
                  "landmark_source": source.name})
+
+
+def output_name(rel: str) -> str:
+  p = pathlib.Path(rel)
+  return str(p.parent / f"{p.stem}{sources.MASK_TAG}.png")
 
 
 def _source(spec, box, model, upsample, types) -> landmarks.Source:
@@ -73,7 +79,8 @@ def mask_folder(root: str, out: str, *, seed: int = 0, landmarks: str = "templat
   fn = functools.partial(mask_one, root=root, out=out, seed=seed, source=source,
                          types=tuple(types))
   summary, rows, t0 = Summary(), [], time.perf_counter()
-  for r in map_progress(fn, files, workers=workers, desc="masking", quiet=quiet):
+  todo = one_per_output(files, output_name, summary)
+  for r in map_progress(fn, todo, workers=workers, desc="masking", quiet=quiet):
     if r[0] == "ok":
       rows.append(r[1])
       summary.written += 1
