@@ -113,6 +113,13 @@ def test_bin_to_folder_and_back(tmp_path):
   copy = tmp_path / "c.bin"  # a .bin as the source works too (images read from it)
   convert.pairs_to_bin(str(src), str(copy), quiet=True)
   assert [pair_sets.read_bin(str(copy)).raw(k) for k in range(6)] == [a.raw(k) for k in range(6)]
+  first, second = ((out / "pairs.txt").read_text().split("\n")[0].split()[:2])
+  (out / "reuse.txt").write_text(f"{first} {second} 1\n{second} {first} 0\n{first} {first} 1\n")
+  reuse = convert.pairs_to_bin(f"{out / 'reuse.txt'}@{out}", str(tmp_path / "r.bin"), quiet=True)
+  r = pair_sets.read_bin(str(tmp_path / "r.bin"))   # one image in several pairs and slots
+  assert reuse.written == 3 and r.issame.tolist() == [True, False, True]
+  assert [r.raw(k) for k in range(6)] == [a.raw(0), a.raw(1), a.raw(1), a.raw(0), a.raw(0),
+                                          a.raw(0)]
 
 
 def test_pair_lists_to_the_evaluator_format(tmp_path):

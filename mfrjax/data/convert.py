@@ -131,9 +131,12 @@ def pairs_to_bin(spec: str, bin_path: str, quiet: bool = False) -> Summary:
   ps = pair_sets.read_pair_set(spec)
   summary, t0 = Summary(), time.perf_counter()
   bar = Progress(len(ps.first), "pairs -> bin", quiet=quiet)
-  bins = []
+  bins, encoded = [], {}
   for a, b in zip(ps.first, ps.second):
-    bins += [_encoded(ps.raw(i), ps.describe(i)) for i in (a, b)]
+    for i in (a, b):   # an image in many pairs is read and checked once
+      if i not in encoded:
+        encoded[i] = _encoded(ps.raw(i), ps.describe(i))
+      bins.append(encoded[i])
     summary.written += 1
     bar.update()
   bar.close()
