@@ -32,7 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet50" if variant == "paper" else "resnet_tiny"
-  c.model.dtype = "float32"
+  # bf16 compute on GPUs/TPUs (float32 weights, BN statistics and loss); CPUs emulate it.
+  c.model.dtype = "bfloat16" if variant == "paper" else "float32"
   c.model.projector_dims = {"smoke": (32, 32), "paper": (8192, 8192, 8192)}.get(
       variant, (512, 512, 512))
 

@@ -32,7 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet50" if variant == "paper" else "resnet_tiny"
-  c.model.dtype = "float32"
+  # bf16 compute on GPUs/TPUs (float32 weights, BN statistics and loss); CPUs emulate it.
+  c.model.dtype = "bfloat16" if variant == "paper" else "float32"
   c.model.embed_dim = 512 if variant == "paper" else 128
   c.model.dropout = 0.2 if variant in ("default", "smoke") else 0.6  # as quintuplet.py
   c.model.normalize = True

@@ -64,8 +64,12 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.min_images_per_identity = 2  # "identities": people with fewer are not sampled
   d.groups_csv = ""            # identity,group table for per-group results
   d.exclude_list = ""          # images to leave out, one path per line (tools/clean.py)
-  d.num_workers = 2
+  d.num_workers = 2            # reader threads (per worker process, if any)
+  d.worker_processes = 0       # grain worker processes; 0 = read in the training process
   d.prefetch = 4
+  # Decoded + resized images kept in memory per reader process (0: off). Small sets fit
+  # and skip the decode after the first epoch; large ones (paper) are decoded each time.
+  d.cache_mb = 512
   d.upper_face = ml_collections.ConfigDict()  # occlusion removal (triplet_upper)
   d.upper_face.enabled = False
   d.upper_face.grid = 10       # the face as a grid x grid block layout ...
@@ -113,6 +117,8 @@ def data(variant: str) -> ml_collections.ConfigDict:
     d.image_size = 112
     d.channels = 3
     d.num_workers = 16
+    d.prefetch = 16            # grain runs at most `prefetch` of the threads at once
+    d.cache_mb = 0
     d.test_fraction = 0.1
   return d
 

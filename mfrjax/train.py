@@ -29,10 +29,11 @@ from mfrjax.parallel import mesh as mesh_lib
 
 
 class PowerSGDContext(NamedTuple):
-  """What the PowerSGD step needs besides the state: see parallel/grad_reduce.py."""
+  """What an explicit gradient reduction needs besides the state (parallel/grad_reduce.py):
+  PowerSGD, or with `plan=None` one flat mean all-reduce (config.grad_reduce='flat')."""
   loss_fn: Any  # the method's loss with its model built with axis_name='data'
   mesh: Any
-  plan: powersgd.Plan
+  plan: powersgd.Plan | None
   cfg: ml_collections.ConfigDict
 
 
@@ -43,8 +44,9 @@ def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule
   `loss_fn(params, batch_stats, batch, rng, step)` is the method's loss (methods.py)
   with its hyper-parameters bound. `rng` is the run's base key; folding in the step
   makes the draws of step s the same whether or not the run was restarted before it.
-  With `psgd`, gradients are reduced by PowerSGD (grad_reduce.py); otherwise XLA's
-  all-reduce does it under jit. With `ema_decay`, the moving average of the weights
+  With `psgd`, each device's gradient is computed in shard_map and reduced by hand
+  (grad_reduce.py: PowerSGD, or one flat mean all-reduce); otherwise XLA's all-reduce
+  does it under jit. With `ema_decay`, the moving average of the weights
   is updated after the step (state_lib.update_ema).
   """
   rng = jax.random.fold_in(rng, state.step)
@@ -58,7 +60,8 @@ def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule
     grads, loss, batch_stats, parts, comm = grad_reduce.sharded_grads(
         psgd.loss_fn, state.params, state.batch_stats, state.comm, batch, rng, state.step,
         mesh=psgd.mesh, plan=psgd.plan, cfg=psgd.cfg)
-    sent = grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step)
+    sent = (jnp.asarray(full_bytes) if psgd.plan is None else
+            grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema = state.ema if ema_decay is None else state_lib.update_ema(state.ema, params, batch_stats,
@@ -174,6 +177,22 @@ def _steps_per_epoch(config, method: methods.Method, train_groups) -> int:
   return n
 
 
+def split_data(config: ml_collections.ConfigDict):
+  """The face set and its seeded identity split (test identities never train).
+
+  Returns:
+    (faceset, train_ids, test_ids, train_groups, test_groups); the groups are each
+    identity's image indices after the per-identity cap.
+  """
+  faceset = pipeline.build_faceset(config.data, config.seed)
+  train_ids, test_ids = sources.split_identities(
+      faceset.labels, len(faceset.identities), config.data.test_fraction, config.seed)
+  cap = config.data.max_images_per_identity
+  train_groups = pipeline.select_images(faceset.labels, train_ids, cap, config.seed)
+  test_groups = pipeline.select_images(faceset.labels, test_ids, cap, config.seed)
+  return faceset, train_ids, test_ids, train_groups, test_groups
+
+
 def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   """Builds data split, model, optimiser, sharded state and the jitted step."""
   method = methods.get_method(config.method)
@@ -186,12 +205,7 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   if config.grad_reduce not in grad_reduce.MODES:
     raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
                      f"{grad_reduce.MODES}")
-  faceset = pipeline.build_faceset(config.data, config.seed)
-  train_ids, test_ids = sources.split_identities(
-      faceset.labels, len(faceset.identities), config.data.test_fraction, config.seed)
-  cap = config.data.max_images_per_identity
-  train_groups = pipeline.select_images(faceset.labels, train_ids, cap, config.seed)
-  test_groups = pipeline.select_images(faceset.labels, test_ids, cap, config.seed)
+  faceset, train_ids, test_ids, train_groups, test_groups = split_data(config)
   steps_per_epoch = _steps_per_epoch(config, method, train_groups)
   total_steps = steps_per_epoch * config.num_epochs
 
@@ -215,13 +229,14 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
       jax.random.key(config.seed), model, tx, (1, *pipeline.input_shape(config.data)), mesh,
       comm_init, ema=config.ema.enabled, shard_classes=shard_classes)
   psgd = None
-  if comm_init is not None:
+  if config.grad_reduce in grad_reduce.EXPLICIT:
     local_loss = functools.partial(
         method.loss_fn, model=method.build_model(config.model, axis_name=mesh_lib.DATA,
                                                  num_classes=num_classes),
         config=config, axis_name=mesh_lib.DATA, **loss_kw)
-    psgd = PowerSGDContext(local_loss, mesh, powersgd.make_plan(
-        abstract.params, p_cfg.rank, p_cfg.min_compression_rate), p_cfg)
+    plan = None if comm_init is None else powersgd.make_plan(
+        abstract.params, p_cfg.rank, p_cfg.min_compression_rate)
+    psgd = PowerSGDContext(local_loss, mesh, plan, p_cfg)
   meta = {"model": {"method": config.method, **config.model.to_dict()},
           # The reduction state is part of the signature: PowerSGD residuals are per
           # device, so a change of grad_reduce or of the device count is caught too.
@@ -249,22 +264,26 @@ def _check_margin(config, method: methods.Method, mesh) -> None:
     raise ValueError(f"config.model.shard_classes=True splits the classes over {mesh.size} "
                      f"devices: config.model.class_pad={config.model.class_pad} must divide by "
                      "it")
-  if config.grad_reduce == "powersgd":
-    raise ValueError("config.grad_reduce='powersgd' compresses replicated gradients; with "
-                     "config.model.shard_classes=True each device owns its classes' gradient "
-                     "already. Set config.model.shard_classes=False to use PowerSGD.")
+  if config.grad_reduce in grad_reduce.EXPLICIT:
+    raise ValueError(f"config.grad_reduce={config.grad_reduce!r} reduces replicated gradients "
+                     "by hand; with config.model.shard_classes=True each device owns its "
+                     "classes' gradient already. Set config.model.shard_classes=False, or "
+                     "config.grad_reduce='mean'.")
+
+
+def input_stream(config, method: methods.Method, faceset, train_groups):
+  """This process's stream of training batches (NumPy, on the host), checkpointable."""
+  kw = dict(global_batch=config.batch_size, num_epochs=config.num_epochs, seed=config.seed)
+  if method.stream == "images":
+    return pipeline.labelled_dataset(faceset, train_groups, config.data, **kw)
+  if method.stream == "pairs":
+    return pipeline.train_dataset(faceset, train_groups, config.data, **kw)
+  return pipeline.identity_dataset(faceset, train_groups, config.data, views=method.views, **kw)
 
 
 def train_data(config, exp: Experiment, mesh) -> mesh_lib.DevicePrefetcher:
-  """The checkpointable stream of global training batches."""
-  kw = dict(global_batch=config.batch_size, num_epochs=config.num_epochs, seed=config.seed)
-  if exp.method.stream == "images":
-    ds = pipeline.labelled_dataset(exp.faceset, exp.train_groups, config.data, **kw)
-  elif exp.method.stream == "pairs":
-    ds = pipeline.train_dataset(exp.faceset, exp.train_groups, config.data, **kw)
-  else:
-    ds = pipeline.identity_dataset(exp.faceset, exp.train_groups, config.data,
-                                   views=exp.method.views, **kw)
+  """The checkpointable stream of global training batches, prefetched onto the devices."""
+  ds = input_stream(config, exp.method, exp.faceset, exp.train_groups)
   return mesh_lib.DevicePrefetcher(iter(ds), mesh)
 
 
@@ -302,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                sum(map(len, exp.train_groups)), sum(map(len, exp.test_groups)),
                exp.steps_per_epoch, exp.total_steps, state_lib.count_params(state.params),
                mesh.size)
-  state, last = _train_loop(config, state, exp.step_fn, data_it, jax.random.key(config.seed),
+  state, last = train_loop(config, state, exp.step_fn, data_it, jax.random.key(config.seed),
                             start_step, exp.total_steps, manager, exp.meta, writer,
                             images_per_row=len(exp.method.views))
 
@@ -348,25 +367,29 @@ def _flat_hparams(config) -> dict:
   return flat
 
 
-def _train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, manager, meta,
-                writer, images_per_row: int):
-  """Runs steps start_step+1..total_steps; checks every loss one step late (no stall).
+def train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, manager, meta,
+               writer, images_per_row: int, stop_step: int | None = None):
+  """Runs steps start_step+1..stop_step (default: total_steps); checks every loss one
+  step late (no stall). Logs every config.log_every steps and saves every
+  config.checkpoint_every steps and at total_steps, the end of the run; `stop_step` lets
+  a caller (the throughput benchmark) run a stretch of the loop on the run's cadence.
 
   Returns:
     (state, last logged scalars)
   """
+  stop_step = total_steps if stop_step is None else stop_step
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                                     every_steps=config.log_every)
   pending, losses, t_log, last_log_step = None, [], time.perf_counter(), start_step
   scalars = {}
-  for step in range(start_step + 1, total_steps + 1):
+  for step in range(start_step + 1, stop_step + 1):
     batch = next(data_it)
     state, metrics = step_fn(state, batch, rng)
     if pending is not None:
       losses.append(_check_finite(*pending, manager))
     pending = (step, metrics)
     report_progress(step)
-    if step % config.log_every == 0 or step == total_steps:
+    if step % config.log_every == 0 or step in (total_steps, stop_step):
       losses.append(_check_finite(*pending, manager))
       pending = None
       now = time.perf_counter()

@@ -52,8 +52,12 @@ def test_two_processes_match_one_process(tmp_path):
   wait(run_main(tmp_path / "one", devices_per_process=4))
   a, b = np.load(tmp_path / "two" / "embeddings.npz"), np.load(tmp_path / "one" /
                                                                  "embeddings.npz")
-  # Same global batches, same math; only the order of float reductions may differ.
-  np.testing.assert_allclose(a["masked"], b["masked"], rtol=2e-3, atol=2e-3)
+  # Same global batches, same math; only the order of float reductions may differ, and
+  # 12 training steps amplify that: on one 2-core CPU the median value moved by 2.6e-4
+  # and 2 of 2,304 by 0.004, while other batches or another split move them by 0.1-1.
+  diff = np.abs(a["masked"] - b["masked"])
+  assert np.median(diff) < 1e-3 and np.mean(diff > 2e-3) < 0.01, (np.median(diff), diff.max())
+  np.testing.assert_allclose(a["masked"], b["masked"], rtol=1e-2, atol=1e-2)
   np.testing.assert_array_equal(a["labels"], b["labels"])
   # Both processes wrote their own data-iterator state into the shared checkpoint.
   data_dir = tmp_path / "two" / "checkpoints" / "12" / "data"

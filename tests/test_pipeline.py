@@ -264,3 +264,87 @@ def test_labelled_stream_masks_the_flagged_rows_and_splits_by_process(monkeypatc
   for key in ("image", "label", "masked"):
     merged = np.stack([parts[0][key], parts[1][key]], 1).reshape(full[key].shape)
     np.testing.assert_array_equal(merged, full[key])  # strided rows: p, p + 2, ...
+
+
+def _take(ds, n):
+  it = iter(ds)
+  return it, [next(it) for _ in range(n)]
+
+
+def _assert_same_batches(xs, ys):
+  assert len(xs) == len(ys)
+  for x, y in zip(xs, ys):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_worker_processes_stream_the_same_batches_and_resume():
+  """Reading in grain worker processes changes nothing in the stream, and its
+  checkpointed position resumes exactly (with the same number of processes)."""
+  cfg, fs, groups = labelled_setup(0.25)
+  kw = dict(global_batch=8, num_epochs=2, seed=0)
+  _, threads = _take(pipeline.labelled_dataset(fs, groups, cfg, **kw), 5)
+  cfg.worker_processes = 2
+  it, procs = _take(pipeline.labelled_dataset(fs, groups, cfg, **kw), 3)
+  state = it.get_state()
+  procs += [next(it), next(it)]
+  _assert_same_batches(threads, procs)
+  it2 = iter(pipeline.labelled_dataset(fs, groups, cfg, **kw))
+  it2.set_state(state)
+  _assert_same_batches(procs[3:], [next(it2), next(it2)])
+
+
+class CountingFaceSet:
+  """Wraps a face set and counts its loads (what the cache must save)."""
+
+  def __init__(self, inner):
+    self.inner, self.loads = inner, 0
+    self.masked_files, self.labels = inner.masked_files, inner.labels
+
+  def load(self, *a):
+    self.loads += 1
+    return self.inner.load(*a)
+
+  def file_key(self, *a):
+    return self.inner.file_key(*a)
+
+
+def test_decode_cache_gives_the_same_bytes_and_skips_reloads():
+  cfg, fs, groups = labelled_setup(0.25)
+  kw = dict(global_batch=8, num_epochs=2, seed=0)
+  cfg.num_workers = 1
+  cfg.cache_mb = 0
+  plain_fs = CountingFaceSet(fs)
+  _, uncached = _take(pipeline.labelled_dataset(plain_fs, groups, cfg, **kw), 12)
+  cfg.cache_mb = 64
+  cached_fs = CountingFaceSet(fs)
+  _, cached = _take(pipeline.labelled_dataset(cached_fs, groups, cfg, **kw), 12)
+  _assert_same_batches(uncached, cached)  # 2 epochs: the second is served from memory
+  assert plain_fs.loads == 96
+  rows = pipeline.LabelledRows(groups, 0.25, 0, 2)
+  files = {(rows[k][1], rows[k][3]) for k in range(96)}  # (image, masked) read in 2 epochs
+  assert cached_fs.loads == len(files) < 96  # each file decoded once
+
+
+def test_decode_cache_is_read_only_and_keeps_to_its_budget():
+  cfg = smoke_config()
+  fs = pipeline.build_faceset(cfg.data, 0)
+  cfg.data.cache_mb = 1
+  loader = pipeline.ViewLoader(fs, cfg.data, 0)
+  img = loader._preprocessed(0, False, 0)
+  assert loader._preprocessed(0, False, 0) is img
+  with pytest.raises(ValueError, match="read-only"):
+    img[0, 0, 0] = 1
+  cfg.data.cache_mb = 0
+  uncached = pipeline.ViewLoader(fs, cfg.data, 0)
+  assert uncached._preprocessed(0, False, 0) is not uncached._preprocessed(0, False, 0)
+  # Budget: 1 MiB holds 4,096 images of 16x16x1 and no more.
+  loader._cache.clear()
+  loader._cached_bytes = 2 ** 20 - 100
+  loader._preprocessed(1, False, 0)
+  assert not loader._cache and loader._cached_bytes == 2 ** 20 - 100
+  # The cache stays behind when the loader is pickled to a worker process.
+  import pickle
+  loader._preprocessed(1, False, 0)
+  assert not pickle.loads(pickle.dumps(loader))._cache

@@ -111,3 +111,43 @@ def test_one_step_same_on_8_devices_and_1():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
                                                        atol=1e-6), s8.batch_stats,
                s1.batch_stats)
+
+
+class _Writer:
+  """Records what the loop logs (a stand-in for clu's writer)."""
+
+  def __init__(self):
+    self.steps = []
+
+  def write_scalars(self, step, scalars):
+    if "loss" in scalars:  # not clu's ReportProgress lines
+      self.steps.append(step)
+
+  def flush(self):
+    pass
+
+
+def test_train_loop_in_stretches_equals_one_call(tmp_path):
+  """stop_step runs a stretch of the loop on the run's cadence (the throughput benchmark
+  uses it); two stretches give the state of one uninterrupted call, bit for bit."""
+  cfg = smoke_config()
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  exp = train.setup(cfg, mesh)
+  rng = jax.random.key(0)
+
+  def run(stretches, tag):
+    manager = checkpoint.make_manager(str(tmp_path / tag), 10)
+    state = jax.tree.map(lambda x: x.copy(), exp.state)  # the step donates its input
+    data, writer = train.train_data(cfg, exp, mesh), _Writer()
+    start = 0
+    for stop in stretches:
+      state, _ = train.train_loop(cfg, state, exp.step_fn, data, rng, start, exp.total_steps,
+                                  manager, exp.meta, writer, 2, stop_step=stop)
+      start = stop
+    return jax.device_get(state.params), manager.all_steps(), writer.steps
+
+  whole_params, whole_saves, whole_logs = run([exp.total_steps], "whole")
+  parts_params, parts_saves, parts_logs = run([5, exp.total_steps], "parts")
+  jax.tree.map(np.testing.assert_array_equal, whole_params, parts_params)
+  assert list(whole_saves) == list(parts_saves) == [4, 8, 12]  # the config's cadence only
+  assert whole_logs == [2, 4, 6, 8, 10, 12] and parts_logs == [2, 4, 5, 6, 8, 10, 12]

@@ -1,14 +1,16 @@
 """Training with PowerSGD on 8 fake devices: exact at full rank, reproducible, resumable."""
 
 import os
+import re
 import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from mfrjax import train
-from tests.conftest import smoke_config
+from mfrjax import state as state_lib, train
+from mfrjax.parallel import mesh as mesh_lib
+from tests.conftest import load_config, smoke_config
 from tests.test_train import one_step
 
 PSGD = {"grad_reduce": "powersgd", "powersgd.start_step": 3, "powersgd.rank": 2}
@@ -70,3 +72,41 @@ def test_switching_grad_reduce_on_a_checkpoint_is_refused(psgd_run):
 def test_unknown_grad_reduce(tmp_path):
   with pytest.raises(ValueError, match="config.grad_reduce='allgather'"):
     train.train_and_evaluate(smoke_config(grad_reduce="allgather"), str(tmp_path))
+
+
+def all_reduce_bytes(hlo: str) -> int:
+  """Bytes of every all-reduce result in compiled HLO text (each a tensor or a tuple)."""
+  sizes = {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "pred": 1}
+  total = 0
+  for m in re.finditer(r"= (\([^)]*\)|\w+\[[^\]]*\]\S*) all-reduce(?:-start)?\(", hlo):
+    for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", m.group(1)):
+      total += sizes[dtype] * int(np.prod([int(d) for d in dims.split(",") if d]))
+  return total
+
+
+def test_flat_mean_step_equals_xla_mean_step():
+  s_flat, m_flat = one_step(jax.devices(), grad_reduce="flat")
+  s_mean, m_mean = one_step(jax.devices())
+  np.testing.assert_allclose(float(m_flat["loss"]), float(m_mean["loss"]), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                       rtol=1e-4, atol=1e-6),
+               s_flat.params, s_mean.params)
+  assert int(m_flat["comm_bytes"]) == int(m_mean["comm_bytes"])
+
+
+def test_flat_mean_sends_every_gradient_once():
+  """Barlow Twins differentiates through two forward passes; the flat reduction sends
+  the gradient once (plus the BatchNorm statistics), whatever XLA would do."""
+  cfg = smoke_config(grad_reduce="flat")
+  mesh = mesh_lib.make_mesh(jax.devices()[:2])
+  exp = train.setup(cfg, mesh)
+  batch = next(train.train_data(cfg, exp, mesh))
+  hlo = exp.step_fn.lower(exp.state, batch, jax.random.key(0)).compile().as_text()
+  grad_bytes = 4 * state_lib.count_params(exp.state.params)
+  assert grad_bytes <= all_reduce_bytes(hlo) < 1.1 * grad_bytes
+
+
+def test_flat_mean_with_sharded_classes_is_refused(tmp_path):
+  cfg = load_config("arcface", "smoke", grad_reduce="flat", **{"model.shard_classes": True})
+  with pytest.raises(ValueError, match="config.grad_reduce='flat'.*shard_classes"):
+    train.train_and_evaluate(cfg, str(tmp_path))

@@ -4,7 +4,8 @@
         --bandwidths=100mbit,1gbit,10gbit,unlimited --steps=10 --out=/tmp/bench
 
 Trains the same model (the Barlow trainer's own `train.setup`, synthetic data) for a
-fixed number of steps with `grad_reduce=mean` and with PowerSGD at each rank, in P
+fixed number of steps with `grad_reduce=mean` (XLA's all-reduce), `grad_reduce=flat`
+(one explicit all-reduce of all gradients) and with PowerSGD at each rank, in P
 processes that meet through `jax.distributed` over loopback (CPU collectives; the
 same code runs one process per GPU host). For every bandwidth but 'unlimited' the
 processes run inside a network namespace that this tool creates, whose loopback has a
@@ -13,8 +14,11 @@ and `tc` commands; without them only 'unlimited' is measured, and the tool says 
 
 Reported per configuration: median step time, communication time (the median step
 time minus that of the same per-process work in a single process, which has nothing to
-send), bytes sent per step and device, compression ratio, speed-up over the plain
-all-reduce at the same bandwidth, and the final loss. Written as results.md, .csv,
+send), bytes sent per step and process by the trainer's `comm_bytes` metric and as
+counted on the wire (the namespace loopback's byte counter over the timed steps,
+divided by steps and processes; the tbf qdisc's own count too where a cap is set),
+compression ratio, speed-up over the plain all-reduce at the same bandwidth, and the
+final loss. Written as results.md, .csv,
 .json and speedup.png (matplotlib).
 """
 
@@ -67,6 +71,17 @@ def namespace(rate_bits: float | None):
     subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+def wire_bytes() -> dict:
+  """Bytes through this network namespace's loopback so far: the interface's own count
+  (all traffic, every process) and, when a tbf rate limit is set, the qdisc's."""
+  link = json.loads(subprocess.run(["ip", "-j", "-s", "link", "show", "dev", "lo"],
+                                   check=True, capture_output=True, text=True).stdout)
+  qdisc = json.loads(subprocess.run(["tc", "-s", "-j", "qdisc", "show", "dev", "lo"],
+                                    check=True, capture_output=True, text=True).stdout or "[]")
+  tbf = [q["bytes"] for q in qdisc if q.get("kind") == "tbf"]
+  return {"link": int(link[0]["stats64"]["tx"]["bytes"]), "qdisc": int(tbf[0]) if tbf else None}
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -88,7 +103,7 @@ def run_workers(args, mode: str, rank: int, processes: int, prefix: list[str],
                     f"--coordinator=127.0.0.1:{port}", f"--steps={args.steps}",
                     f"--warmup={args.warmup}", f"--backbone={args.backbone}",
                     f"--image_size={args.image_size}", f"--batch_size={global_batch}",
-                    f"--result={out}"]
+                    f"--result={out}"] + (["--count_bytes"] if prefix else [])
     procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
   logs = [p.communicate(timeout=args.timeout)[0] for p in procs]
@@ -117,23 +132,34 @@ def worker(args) -> None:
   cfg.num_epochs = args.warmup + args.steps + 1
   cfg.grad_reduce = args.mode
   cfg.powersgd.rank, cfg.powersgd.start_step = max(args.rank, 1), 0
+  from jax.experimental import multihost_utils  # noqa: PLC0415
   mesh = mesh_lib.make_mesh()
   exp = train.setup(cfg, mesh)
   data = train.train_data(cfg, exp, mesh)
   state, rng, times, loss, metrics = exp.state, jax.random.key(0), [], None, None
-  for i in range(args.warmup + args.steps):
-    batch = next(data)
-    jax.block_until_ready(batch)
+  batches = [next(data) for _ in range(args.warmup + args.steps)]  # no input work in between
+  jax.block_until_ready(batches)
+  wire = []
+  for i, batch in enumerate(batches):
+    if i == args.warmup and args.count_bytes:
+      multihost_utils.sync_global_devices("timed steps start")
+      wire.append(wire_bytes())
     t0 = time.perf_counter()
     state, metrics = exp.step_fn(state, batch, rng)
     loss = float(metrics["loss"])  # waits for the step
     if i >= args.warmup:
       times.append(time.perf_counter() - t0)
+  if args.count_bytes:
+    multihost_utils.sync_global_devices("timed steps end")
+    wire.append(wire_bytes())
   if jax.process_index() == 0:
+    per_step = lambda k: (None if not wire or wire[0][k] is None  # noqa: E731
+                          else (wire[1][k] - wire[0][k]) / args.steps / args.num_processes)
     with open(args.result, "w", encoding="utf-8") as f:
       json.dump({"median_step_s": statistics.median(times), "step_times": times,
                  "final_loss": loss, "bytes": float(metrics["comm_bytes"]),
-                 "bytes_uncompressed": float(metrics["comm_bytes_uncompressed"])}, f)
+                 "bytes_uncompressed": float(metrics["comm_bytes_uncompressed"]),
+                 "wire_bytes": per_step("link"), "qdisc_bytes": per_step("qdisc")}, f)
 
 
 def write_outputs(rows: list[dict], out: str) -> str:
@@ -144,12 +170,14 @@ def write_outputs(rows: list[dict], out: str) -> str:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-  lines = ["| bandwidth | reduction | median step (s) | comm (s) | MB sent/step | compression "
-           "| speed-up | final loss |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| bandwidth | reduction | median step (s) | comm (s) | MB sent/step (metric) | "
+           "MB on the wire/step | compression | speed-up | final loss |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  mb = lambda x: "n/a" if x is None else f"{x / 1e6:.3f}"  # noqa: E731
   for r in rows:
     lines.append(f"| {r['bandwidth']} | {r['reduction']} | {r['median_step_s']:.3f} | "
-                 f"{r['comm_s']:.3f} | {r['bytes'] / 1e6:.3f} | {r['compression']:.1f}x | "
-                 f"{r['speedup']:.2f}x | {r['final_loss']:.2f} |")
+                 f"{r['comm_s']:.3f} | {r['bytes'] / 1e6:.3f} | {mb(r.get('wire_bytes'))} | "
+                 f"{r['compression']:.1f}x | {r['speedup']:.2f}x | {r['final_loss']:.2f} |")
   md = "\n".join(lines)
   with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
     f.write(md + "\n")
@@ -193,12 +221,13 @@ def main(argv=None) -> int:
   for flag, typ in (("mode", str), ("rank", int), ("process_id", int), ("num_processes", int),
                     ("coordinator", str), ("result", str)):
     p.add_argument(f"--{flag}", type=typ, help=argparse.SUPPRESS)
+  p.add_argument("--count_bytes", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.worker:
     worker(args)
     return 0
   os.makedirs(args.out, exist_ok=True)
-  configs = [("mean", 0)] + [("powersgd", int(r)) for r in args.ranks.split(",")]
+  configs = [("mean", 0), ("flat", 0)] + [("powersgd", int(r)) for r in args.ranks.split(",")]
   bandwidths = args.bandwidths.split(",")
   rates = {b: parse_rate(b) for b in bandwidths}
   shaping = can_shape()
@@ -215,14 +244,20 @@ def main(argv=None) -> int:
       ctx = namespace(rates[bw]) if shaping else contextlib.nullcontext([])
       with ctx as prefix:
         res = run_workers(args, mode, rank, args.processes, prefix, args.batch_size)
-      name = "mean all-reduce" if mode == "mean" else f"PowerSGD rank {rank}"
+      name = {"mean": "mean all-reduce", "flat": "flat mean all-reduce"}.get(
+          mode, f"PowerSGD rank {rank}")
       rows.append({"bandwidth": bw, "reduction": name, "processes": args.processes,
                    "median_step_s": res["median_step_s"],
                    "comm_s": max(0.0, res["median_step_s"] -
                                  compute[(mode, rank)]["median_step_s"]),
-                   "bytes": res["bytes"], "compression": res["bytes_uncompressed"] / res["bytes"],
+                   "bytes": res["bytes"], "wire_bytes": res.get("wire_bytes"),
+                   "qdisc_bytes": res.get("qdisc_bytes"),
+                   "compression": res["bytes_uncompressed"] / res["bytes"],
                    "final_loss": res["final_loss"]})
-      print(f"{bw:>10} {name:<18} step {res['median_step_s']:.3f}s", flush=True)
+      wire = res.get("wire_bytes")
+      print(f"{bw:>10} {name:<18} step {res['median_step_s']:.3f}s, metric "
+            f"{res['bytes'] / 1e6:.3f} MB, on the wire "
+            f"{'n/a' if wire is None else f'{wire / 1e6:.3f} MB'} per process", flush=True)
     base = next(r for r in rows if r["bandwidth"] == bw and r["reduction"] == "mean all-reduce")
     for r in rows:
       if r["bandwidth"] == bw:

@@ -14,7 +14,7 @@ Formats read:
                               that accepts only bytes, lists, tuples, bools and NumPy
                               bools, so a crafted file cannot run code.
 
-A set acts as a face set (`load(i, masked, variant)`, `describe(i)`,
+A set acts as a face set (`load(i, masked, variant)`, `describe(i)`, `file_key`,
 `masked_files = False`), so the evaluator embeds it like training data and draws the
 mask on the first image of each pair for the masked track.
 """
@@ -49,6 +49,10 @@ class PairSet:
   def load(self, index: int, masked: bool = False, variant: int = 0) -> np.ndarray:
     del masked, variant  # masks are drawn by the loader (masked_files = False)
     return self._reader(self._images[index], self.describe(index))
+
+  def file_key(self, index: int, masked: bool = False, variant: int = 0) -> int:
+    del masked, variant
+    return int(index)
 
   def raw(self, index: int) -> bytes:
     """The stored bytes of image `index` (the encoded image, or the file's bytes)."""

@@ -23,16 +23,54 @@ every run and a restored iterator continues exactly where it stopped.
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Iterator, Sequence
 
 import grain
 import jax
+import ml_collections
 import numpy as np
+from absl import flags
 
 from mfrjax.data import sources, transforms
 
 PAIR_SAMPLERS = ("random", "couples")
 SAMPLERS = PAIR_SAMPLERS + ("identities", "images")
+
+
+def plain(cfg: ml_collections.ConfigDict) -> types.SimpleNamespace:
+  """A frozen-in-time copy of a config block as plain attributes, for the per-image code.
+
+  A ConfigDict attribute read costs about a microsecond (locking, field references); the
+  per-image transforms read a dozen keys per image, so the workers read this copy.
+  """
+  if isinstance(cfg, types.SimpleNamespace):
+    return cfg
+  return types.SimpleNamespace(**{k: plain(v) if isinstance(v, ml_collections.ConfigDict)
+                                  else v for k, v in cfg.items()})
+
+
+def _batched_stream(ds: grain.MapDataset, data_cfg, local_batch: int) -> grain.IterDataset:
+  """The tail every training stream shares: batch, read with threads, optionally in
+  worker processes.
+
+  `config.data.num_workers` threads per reader and `config.data.worker_processes`
+  processes (0: read in this process). Python threads share one interpreter lock, so
+  the per-image Python work (augmentation bookkeeping, masks) does not scale over cores
+  with threads alone; processes do. grain hands whole batches to the processes in turn
+  and interleaves them back, so the stream - and a checkpointed position in it - is the
+  same for any number of processes (tested); a checkpoint restores only with the same
+  number, though (grain stores one position per process).
+  """
+  ds = ds.batch(local_batch, drop_remainder=True)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
+                                            prefetch_buffer_size=data_cfg.prefetch))
+  if data_cfg.worker_processes <= 0:
+    return it
+  if not flags.FLAGS.is_parsed():  # grain's worker options are absl flags
+    flags.FLAGS.mark_as_parsed()
+  return it.mp_prefetch(grain.MultiprocessingOptions(
+      num_workers=data_cfg.worker_processes, per_worker_buffer_size=data_cfg.prefetch))
 
 
 def build_faceset(data_cfg, seed: int):
@@ -106,7 +144,28 @@ def epoch_pairs(groups: list[np.ndarray], sampler: str, seed: int, epoch: int) -
   return pairs[rng.permutation(len(pairs))]
 
 
-class EpochPairs(Sequence):
+class _Epochs(Sequence):
+  """A random-access sequence built epoch by epoch; the two latest epochs are cached.
+
+  Pickles without its cache, so grain can send it to worker processes
+  (`config.data.worker_processes`); each worker rebuilds the cache as it reads.
+  """
+
+  def _rows(self, epoch: int):
+    raise NotImplementedError
+
+  def _init_cache(self) -> None:
+    self._epoch = functools.lru_cache(maxsize=2)(self._rows)
+
+  def __getstate__(self) -> dict:
+    return {k: v for k, v in self.__dict__.items() if k != "_epoch"}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__dict__.update(state)
+    self._init_cache()
+
+
+class EpochPairs(_Epochs):
   """`num_epochs` epochs of pairs as one random-access sequence (grain MapDataset source)."""
 
   def __init__(self, groups: list[np.ndarray], sampler: str, seed: int, num_epochs: int):
@@ -116,9 +175,9 @@ class EpochPairs(Sequence):
       raise ValueError(f"sampler {sampler!r} finds no training pairs: every training identity "
                        "has fewer than 2 images")
     self.num_epochs = num_epochs
-    self._epoch = functools.lru_cache(maxsize=2)(self._pairs)
+    self._init_cache()
 
-  def _pairs(self, epoch: int) -> np.ndarray:
+  def _rows(self, epoch: int) -> np.ndarray:
     return epoch_pairs(self.groups, self.sampler, self.seed, epoch)
 
   def __len__(self) -> int:
@@ -130,15 +189,39 @@ class EpochPairs(Sequence):
 
 
 class ViewLoader:
-  """Loads one view of an image: decode, crop/resize, mask if asked, as uint8 (S, S, C)."""
+  """Loads one view of an image: decode, crop/resize, mask if asked, as uint8 (S, S, C).
+
+  With `config.data.cache_mb` > 0 the decoded, cropped and resized image of each file is
+  kept in memory (read-only) until that budget is spent, so later epochs skip the decode
+  and the resize - on a small CPU, the bulk of the input pipeline's work - and get the
+  very same bytes. The cache is per reader process (`worker_processes` multiply it) and
+  is not pickled to workers. The masks drawn at load time and the augmentations stay
+  random per example; only the file's deterministic part is kept.
+  """
 
   def __init__(self, faceset, data_cfg, seed: int):
-    self.faceset, self.cfg, self.seed = faceset, data_cfg, seed
+    self.faceset, self.cfg, self.seed = faceset, plain(data_cfg), seed
+    self._cache, self._cached_bytes = {}, 0
+
+  def __getstate__(self) -> dict:
+    return {**self.__dict__, "_cache": {}, "_cached_bytes": 0}
+
+  def _preprocessed(self, index: int, masked_file: bool, variant: int) -> np.ndarray:
+    cfg, fs = self.cfg, self.faceset
+    key = fs.file_key(index, masked_file, variant)
+    img = self._cache.get(key)
+    if img is None:
+      img = fs.load(index, masked_file, variant)  # errors name the file
+      img = transforms.preprocess(img, cfg.image_size, cfg.channels, cfg.crop_fraction)
+      if self._cached_bytes + img.nbytes <= cfg.cache_mb * 2 ** 20:
+        img.setflags(write=False)  # shared by every later use: nothing may write into it
+        self._cache[key] = img
+        self._cached_bytes += img.nbytes
+    return img
 
   def __call__(self, index: int, masked: bool, variant: int) -> np.ndarray:
     cfg, fs = self.cfg, self.faceset
-    img = fs.load(index, masked and fs.masked_files, variant)  # errors name the file
-    img = transforms.preprocess(img, cfg.image_size, cfg.channels, cfg.crop_fraction)
+    img = self._preprocessed(index, masked and fs.masked_files, variant)
     if masked and not fs.masked_files:
       # Same mask for the same image and variant, whatever the worker or the run.
       img = transforms.draw_mask(img, np.random.default_rng([self.seed, 13, index, variant]),
@@ -160,7 +243,7 @@ def input_shape(data_cfg) -> tuple[int, int, int]:
 
 class _MakePair(grain.transforms.RandomMap):
   def __init__(self, loader: ViewLoader, labels: np.ndarray, aug_cfg):
-    self.loader, self.labels, self.aug = loader, labels, aug_cfg
+    self.loader, self.labels, self.aug = loader, labels, plain(aug_cfg)
 
   def random_map(self, pair, rng: np.random.Generator):
     i, j = int(pair[0]), int(pair[1])
@@ -200,9 +283,7 @@ def train_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: 
   # Slice after random_map (lazy: nothing is loaded twice): an example's random draws
   # follow its global index, so any process count sees the very same examples.
   ds = ds[pid::n_proc]
-  ds = ds.batch(global_batch // n_proc, drop_remainder=True)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
-                                              prefetch_buffer_size=data_cfg.prefetch))
+  return _batched_stream(ds, data_cfg, global_batch // n_proc)
 
 
 def eligible_identities(groups: list[np.ndarray], min_images: int) -> list[np.ndarray]:
@@ -229,7 +310,7 @@ def epoch_identity_rows(groups: list[np.ndarray], ids_per_batch: int, per_identi
   return np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
 
 
-class IdentityRows(Sequence):
+class IdentityRows(_Epochs):
   """This process's share of `num_epochs` epochs of identity batches, random access.
 
   Element k is (global row, image index). Each global batch is split into contiguous
@@ -247,7 +328,7 @@ class IdentityRows(Sequence):
     self.num_epochs, self.global_batch = num_epochs, global_batch
     self.local = global_batch // process_count
     self.pid = process_index
-    self._epoch = functools.lru_cache(maxsize=2)(self._rows)
+    self._init_cache()
 
   def _rows(self, epoch: int) -> np.ndarray:
     return epoch_identity_rows(self.groups, self.k, self.m, self.seed, epoch)
@@ -267,8 +348,8 @@ class _LoadRow(grain.transforms.Map):
   process count streams the very same examples."""
 
   def __init__(self, loader: ViewLoader, labels, aug_cfg, views, seed: int):
-    self.loader, self.labels, self.aug, self.views, self.seed = (loader, labels, aug_cfg,
-                                                                 views, seed)
+    self.loader, self.labels, self.views, self.seed = loader, labels, views, seed
+    self.aug = plain(aug_cfg)
 
   def map(self, element):
     row, i = element
@@ -306,9 +387,7 @@ def identity_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batc
   rows = IdentityRows(eligible, global_batch // m, m, seed, num_epochs, global_batch, pid, n_proc)
   ds = grain.MapDataset.source(rows).map(
       _LoadRow(ViewLoader(faceset, data_cfg, seed), faceset.labels, data_cfg.augment, views, seed))
-  ds = ds.batch(global_batch // n_proc, drop_remainder=True)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
-                                              prefetch_buffer_size=data_cfg.prefetch))
+  return _batched_stream(ds, data_cfg, global_batch // n_proc)
 
 
 def identity_batches_per_epoch(groups: list[np.ndarray], data_cfg, global_batch: int) -> int:
@@ -326,7 +405,7 @@ def masked_flags(n: int, share: float, seed: int, epoch: int) -> np.ndarray:
   return flags
 
 
-class LabelledRows(Sequence):
+class LabelledRows(_Epochs):
   """`num_epochs` epochs of (global row, image index, class, masked), random access.
 
   Each epoch is a seeded permutation of every training image; `masked_flags` marks
@@ -343,7 +422,7 @@ class LabelledRows(Sequence):
       raise ValueError("no training images: check config.data.root and test_fraction")
     masked_flags(1, share, seed, 0)  # validates the share before any worker starts
     self.num_epochs = num_epochs
-    self._epoch = functools.lru_cache(maxsize=2)(self._rows)
+    self._init_cache()
 
   def _rows(self, epoch: int):
     order = np.random.default_rng([self.seed, 41, epoch]).permutation(self.per_epoch)
@@ -363,7 +442,7 @@ class _LoadLabelled(grain.transforms.Map):
   """Loads one training image (masked or not), augments it; seeded by the global row."""
 
   def __init__(self, loader: ViewLoader, aug_cfg, seed: int):
-    self.loader, self.aug, self.seed = loader, aug_cfg, seed
+    self.loader, self.aug, self.seed = loader, plain(aug_cfg), seed
 
   def map(self, element):
     row, i, cls, masked = element
@@ -397,9 +476,7 @@ def labelled_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batc
   ds = grain.MapDataset.source(rows).map(
       _LoadLabelled(ViewLoader(faceset, data_cfg, seed), data_cfg.augment, seed))
   ds = ds[pid::n_proc]  # after the map, which is lazy: a row's draws follow its global index
-  ds = ds.batch(global_batch // n_proc, drop_remainder=True)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
-                                              prefetch_buffer_size=data_cfg.prefetch))
+  return _batched_stream(ds, data_cfg, global_batch // n_proc)
 
 
 def pairs_per_epoch(groups: list[np.ndarray], sampler: str) -> int:

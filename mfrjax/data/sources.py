@@ -18,6 +18,7 @@ not care where pixels come from:
     groups:     tuple[str, ...] | None, one group name per identity (synthetic sets)
     masked_files: bool            whether `load(i, masked=True)` gives a real masked image
     load(i, masked, variant) -> uint8 (H, W, C);  describe(i) -> str for error messages
+    file_key(i, masked, variant) -> what load reads (a path), for caches
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class SyntheticFaceSet:
     del variant  # one masked variant per synthetic image
     identity, image = divmod(int(index), self.per_id)
     return synthetic.render(self.seed, identity, image, masked, self.image_size)
+
+  def file_key(self, index: int, masked: bool, variant: int = 0):
+    """What `load(index, masked, variant)` reads, as a hashable key (one masked variant)."""
+    del variant
+    return int(index), bool(masked)
 
   def describe(self, index: int) -> str:
     identity, image = divmod(int(index), self.per_id)
@@ -178,6 +184,13 @@ class FolderFaceSet:
       options = self.masked_paths[index]
       return read_image(options[variant % len(options)])
     return read_image(self.paths[index])
+
+  def file_key(self, index: int, masked: bool, variant: int = 0) -> str:
+    """The path `load(index, masked, variant)` reads."""
+    if masked:
+      options = self.masked_paths[index]
+      return options[variant % len(options)]
+    return self.paths[index]
 
   def describe(self, index: int) -> str:
     return self.paths[index]

@@ -37,7 +37,7 @@ def preprocess(img: np.ndarray, size: int, channels: int, crop_fraction: float) 
   if img.shape[2] == channels:
     return img
   if channels == 3:
-    return np.repeat(img, 3, axis=2)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)  # = np.repeat(img, 3, 2), 5x faster
   return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
 
 
@@ -98,11 +98,13 @@ def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: fl
     img = img.reshape(h, w, c)
   if (brightness > 0 or contrast > 0) and (brightness_contrast_p >= 1 or
                                            rng.random() < brightness_contrast_p):
-    x = img.astype(np.float32)
-    mean = x.mean()
+    # An affine map of each pixel value: computed once for the 256 values (the very same
+    # float32 operations per value, so the same bytes) and applied as a look-up table.
+    mean = img.astype(np.float32).mean()
+    x = np.arange(256, dtype=np.float32)
     x = (x - mean) * (1 + rng.uniform(-contrast, contrast)) + mean
     x = x + rng.uniform(-brightness, brightness) * 255
-    img = np.clip(x, 0, 255).astype(np.uint8)
+    img = np.clip(x, 0, 255).astype(np.uint8)[img]
   return np.ascontiguousarray(img)
 
 

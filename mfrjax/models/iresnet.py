@@ -91,7 +91,10 @@ class DropBlock(nn.Module):
     # A seed at (i, j) drops the block whose centre it is; the block lies inside the map.
     dropped = nn.max_pool(seeds, (bs, bs), (1, 1), padding=((hi, lo), (hi, lo)))
     keep = 1.0 - dropped
-    return x * keep * (keep.size / jnp.maximum(jnp.sum(keep), 1.0))
+    # Count in float32 (a bf16 sum of ~1e6 ones is off by ~0.4%), then scale in x's dtype
+    # so that a bf16 network stays bf16 (a float32 factor would promote the activations).
+    scale = keep.size / jnp.maximum(jnp.sum(keep, dtype=jnp.float32), 1.0)
+    return x * keep * scale.astype(x.dtype)
 
 
 class SqueezeExcite(nn.Module):

@@ -23,7 +23,14 @@ from jax.sharding import PartitionSpec as P
 from mfrjax.parallel import powersgd
 from mfrjax.parallel.mesh import DATA
 
-MODES = ("mean", "powersgd")
+# "mean": XLA inserts the all-reduce under jit. "flat": this module, one mean all-reduce of
+# every gradient as one flat buffer. Why both: XLA reduces each partial gradient where the
+# partitioner finds it, so a loss with two forward passes (Barlow Twins' two views) sends
+# every gradient twice (its CPU pipeline does not merge the two all-reduces; measured:
+# 90 MB per step for ResNet-18's 45 MB, tools/bench_compression.py). "flat" sends it once.
+# "powersgd": this module, low-rank compression (powersgd.py).
+MODES = ("mean", "flat", "powersgd")
+EXPLICIT = ("flat", "powersgd")  # computed per device in shard_map, reduced here
 
 
 def comm_specs(comm):
@@ -40,6 +47,8 @@ def _body(params, batch_stats, comm, batch, rng, step, *, loss_fn, plan, cfg):
   (loss, (new_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       local, batch_stats, batch, rng, step)
   grads = jax.tree.map(lambda g: g * n_dev, grads)
+  if plan is None:  # 'flat': one mean all-reduce, nothing else
+    return powersgd.reduce_mean(grads, DATA), loss, new_stats, parts, comm
 
   def compressed(_):
     return powersgd.reduce(grads, comm, plan, DATA, error_feedback=cfg.error_feedback,
@@ -64,14 +73,14 @@ def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh,
     batch: global batch, sharded over 'data'.
     rng: replicated key; step: the current step (plain mean before cfg.start_step).
     mesh: the ('data',) mesh.
-    plan: powersgd.Plan of the parameters.
+    plan: powersgd.Plan of the parameters, or None for one flat mean all-reduce.
     cfg: `config.powersgd` (start_step, error_feedback, warm_start).
 
   Returns:
     (grads, loss, batch_stats, parts, comm); everything replicated but the residuals.
   """
   body = functools.partial(_body, loss_fn=loss_fn, plan=plan, cfg=cfg)
-  specs = comm_specs(comm)
+  specs = () if plan is None else comm_specs(comm)
   f = jax.shard_map(body, mesh=mesh,
                     in_specs=(P(), P(), specs, P(DATA), P(), P()),
                     out_specs=(P(), P(), P(), P(), specs))
@@ -79,5 +88,10 @@ def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh,
 
 
 def bytes_sent(plan, step, start_step: int) -> jax.Array:
-  """Bytes a device sends this step: compressed from start_step on, plain before."""
+  """Gradient bytes a device sends this step: compressed from start_step on, plain before.
+
+  Only the gradient: the BatchNorm statistics and the losses' own collectives (a few
+  hundred kB per step for a ResNet-18) come on top; tools/bench_compression.py counts
+  the bytes on the wire beside this figure.
+  """
   return jnp.where(step >= start_step, plan.compressed_bytes, plan.uncompressed_bytes)
