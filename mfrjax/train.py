@@ -265,10 +265,11 @@ def _check_margin(config, method: methods.Method, mesh) -> None:
                      f"devices: config.model.class_pad={config.model.class_pad} must divide by "
                      "it")
   if config.grad_reduce in grad_reduce.EXPLICIT:
+    name = {"powersgd": "PowerSGD", "flat": "the flat reduction"}[config.grad_reduce]
     raise ValueError(f"config.grad_reduce={config.grad_reduce!r} reduces replicated gradients "
                      "by hand; with config.model.shard_classes=True each device owns its "
-                     "classes' gradient already. Set config.model.shard_classes=False, or "
-                     "config.grad_reduce='mean'.")
+                     f"classes' gradient already. Set config.model.shard_classes=False to use "
+                     f"{name}, or config.grad_reduce='mean'.")
 
 
 def input_stream(config, method: methods.Method, faceset, train_groups):
