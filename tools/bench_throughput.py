@@ -459,11 +459,12 @@ def main(argv=None) -> int:
   res = {"config": args.config, "overrides": args.overrides, "machine": machine(cfg),
          "args": vars(args)}
   mesh = mesh_lib.make_mesh()
-  split = train.split_data(cfg)
-  if "pipeline" in stages:
+  exp = train.setup(cfg, mesh) if {"step", "h2d", "trainer"} & set(stages) else None
+  if "pipeline" in stages:  # the face set is listed once: from the experiment if built
+    split = (train.split_data(cfg) if exp is None else
+             (exp.faceset, exp.train_ids, exp.test_ids, exp.train_groups, exp.test_groups))
     res["pipeline"] = bench_pipeline(cfg, split, args)
-  if {"step", "h2d", "trainer"} & set(stages):
-    exp = train.setup(cfg, mesh)
+  if exp is not None:
     host_batch = next(iter(train.input_stream(cfg, exp.method, exp.faceset, exp.train_groups)))
     # Compiled once, ahead of time: its cost analysis gives the FLOPs, and the very same
     # executable runs the step-alone timing and the trainer (no second compilation).
