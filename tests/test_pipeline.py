@@ -348,3 +348,14 @@ def test_decode_cache_is_read_only_and_keeps_to_its_budget():
   import pickle
   loader._preprocessed(1, False, 0)
   assert not pickle.loads(pickle.dumps(loader))._cache
+
+
+def test_reader_settings_are_checked_with_their_keys():
+  cfg, fs, groups = labelled_setup(0.25)
+  kw = dict(global_batch=8, num_epochs=1, seed=0)
+  cfg.worker_processes = -1
+  with pytest.raises(ValueError, match="config.data.worker_processes=-1"):
+    pipeline.labelled_dataset(fs, groups, cfg, **kw)
+  cfg.worker_processes, cfg.cache_mb = 0, -5
+  with pytest.raises(ValueError, match="config.data.cache_mb=-5"):
+    pipeline.labelled_dataset(fs, groups, cfg, **kw)

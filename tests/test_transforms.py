@@ -92,3 +92,27 @@ def test_brightness_contrast_probability():
   always = transforms.augment(img, np.random.default_rng(0), False, 0.0, 0.3, 0.3,
                               brightness_contrast_p=1.0)
   assert not np.array_equal(always, img)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_brightness_contrast_table_gives_the_bytes_of_the_direct_formula(channels):
+  """augment applies brightness/contrast as a 256-entry look-up table; it must give
+  exactly what the per-pixel float32 formula gives (the streams before the table)."""
+  rng = np.random.default_rng(5)
+  for trial in range(50):
+    img = rng.integers(0, 256, (int(rng.integers(4, 40)), int(rng.integers(4, 40)), channels),
+                       dtype=np.uint8)
+    draws = np.random.default_rng(trial)
+    x = img.astype(np.float32)
+    mean = x.mean()
+    x = (x - mean) * (1 + draws.uniform(-0.3, 0.3)) + mean
+    x = x + draws.uniform(-0.2, 0.2) * 255
+    expected = np.clip(x, 0, 255).astype(np.uint8)
+    got = transforms.augment(img, np.random.default_rng(trial), False, 0.0, 0.2, 0.3)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_grey_to_colour_repeats_the_channel():
+  img = np.random.default_rng(0).integers(0, 256, (30, 30, 1), dtype=np.uint8)
+  out = transforms.preprocess(img, 30, 3, 1.0)
+  np.testing.assert_array_equal(out, np.repeat(img, 3, axis=2))

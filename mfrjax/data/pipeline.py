@@ -62,10 +62,13 @@ def _batched_stream(ds: grain.MapDataset, data_cfg, local_batch: int) -> grain.I
   same for any number of processes (tested); a checkpoint restores only with the same
   number, though (grain stores one position per process).
   """
+  if data_cfg.worker_processes < 0:
+    raise ValueError(f"config.data.worker_processes={data_cfg.worker_processes} must be >= 0 "
+                     "(0: read in the training process)")
   ds = ds.batch(local_batch, drop_remainder=True)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_workers,
                                             prefetch_buffer_size=data_cfg.prefetch))
-  if data_cfg.worker_processes <= 0:
+  if data_cfg.worker_processes == 0:
     return it
   if not flags.FLAGS.is_parsed():  # grain's worker options are absl flags
     flags.FLAGS.mark_as_parsed()
@@ -201,6 +204,8 @@ class ViewLoader:
 
   def __init__(self, faceset, data_cfg, seed: int):
     self.faceset, self.cfg, self.seed = faceset, plain(data_cfg), seed
+    if self.cfg.cache_mb < 0:
+      raise ValueError(f"config.data.cache_mb={self.cfg.cache_mb} must be >= 0 (0: no cache)")
     self._cache, self._cached_bytes = {}, 0
 
   def __getstate__(self) -> dict:
