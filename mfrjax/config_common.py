@@ -35,8 +35,14 @@ def run(variant: str) -> ml_collections.ConfigDict:
   c.ema.enabled = False
   c.ema.decay = 0.999
 
-  # Gradient all-reduce: "mean" (XLA's, under jit) or "powersgd" (low-rank, shard_map).
+  # Gradient all-reduce: "mean" (XLA's, under jit), "flat" or "powersgd" (shard_map).
   c.grad_reduce = "mean"
+  # BatchNorm statistics over the global batch (synchronised BN, one small all-reduce per
+  # BN layer and pass: ~80 per step for a ResNet-18 Barlow step, each a barrier between
+  # hosts). False: each device normalises with its own batch's statistics, as PyTorch DDP
+  # without SyncBatchNorm, and the running averages are averaged once per step; only with
+  # grad_reduce 'flat' or 'powersgd' (README: PowerSGD gradient compression).
+  c.sync_batch_norm = True
   c.powersgd = ml_collections.ConfigDict()
   c.powersgd.rank = 2
   c.powersgd.start_step = 10          # plain mean all-reduce before this step

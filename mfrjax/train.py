@@ -35,6 +35,7 @@ class PowerSGDContext(NamedTuple):
   mesh: Any
   plan: powersgd.Plan | None
   cfg: ml_collections.ConfigDict
+  local_batch_norm: bool = False  # BN statistics per device, running averages averaged
 
 
 def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule,
@@ -59,7 +60,7 @@ def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule
   else:
     grads, loss, batch_stats, parts, comm = grad_reduce.sharded_grads(
         psgd.loss_fn, state.params, state.batch_stats, state.comm, batch, rng, state.step,
-        mesh=psgd.mesh, plan=psgd.plan, cfg=psgd.cfg)
+        mesh=psgd.mesh, plan=psgd.plan, cfg=psgd.cfg, average_stats=psgd.local_batch_norm)
     sent = (jnp.asarray(full_bytes) if psgd.plan is None else
             grad_reduce.bytes_sent(psgd.plan, state.step, psgd.cfg.start_step))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -205,6 +206,11 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   if config.grad_reduce not in grad_reduce.MODES:
     raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
                      f"{grad_reduce.MODES}")
+  if not config.sync_batch_norm and config.grad_reduce not in grad_reduce.EXPLICIT:
+    raise ValueError("config.sync_batch_norm=False normalises each device's batch on its own, "
+                     "which needs the per-device step: set config.grad_reduce='flat' or "
+                     f"'powersgd' (under {config.grad_reduce!r} XLA reduces BatchNorm over the "
+                     "global batch)")
   faceset, train_ids, test_ids, train_groups, test_groups = split_data(config)
   steps_per_epoch = _steps_per_epoch(config, method, train_groups)
   total_steps = steps_per_epoch * config.num_epochs
@@ -230,13 +236,14 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
       comm_init, ema=config.ema.enabled, shard_classes=shard_classes)
   psgd = None
   if config.grad_reduce in grad_reduce.EXPLICIT:
+    bn_axis = mesh_lib.DATA if config.sync_batch_norm else None
     local_loss = functools.partial(
-        method.loss_fn, model=method.build_model(config.model, axis_name=mesh_lib.DATA,
+        method.loss_fn, model=method.build_model(config.model, axis_name=bn_axis,
                                                  num_classes=num_classes),
         config=config, axis_name=mesh_lib.DATA, **loss_kw)
     plan = None if comm_init is None else powersgd.make_plan(
         abstract.params, p_cfg.rank, p_cfg.min_compression_rate)
-    psgd = PowerSGDContext(local_loss, mesh, plan, p_cfg)
+    psgd = PowerSGDContext(local_loss, mesh, plan, p_cfg, not config.sync_batch_norm)
   meta = {"model": {"method": config.method, **config.model.to_dict()},
           # The reduction state is part of the signature: PowerSGD residuals are per
           # device, so a change of grad_reduce or of the device count is caught too.

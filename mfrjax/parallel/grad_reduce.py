@@ -40,13 +40,15 @@ def comm_specs(comm):
       residuals=tuple(P(DATA) if r.ndim else P() for r in comm.residuals))
 
 
-def _body(params, batch_stats, comm, batch, rng, step, *, loss_fn, plan, cfg):
+def _body(params, batch_stats, comm, batch, rng, step, *, loss_fn, plan, cfg, average_stats):
   n_dev = jax.lax.psum(1, DATA)
   rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA))  # own dropout masks per device
   local = jax.lax.pcast(params, DATA, to="varying")
   (loss, (new_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       local, batch_stats, batch, rng, step)
   grads = jax.tree.map(lambda g: g * n_dev, grads)
+  if average_stats:  # per-device BatchNorm: one all-reduce keeps the running averages equal
+    new_stats = jax.lax.pmean(new_stats, DATA)
   if plan is None:  # 'flat': one mean all-reduce, nothing else
     return powersgd.reduce_mean(grads, DATA), loss, new_stats, parts, comm
 
@@ -61,7 +63,8 @@ def _body(params, batch_stats, comm, batch, rng, step, *, loss_fn, plan, cfg):
   return grads, loss, new_stats, parts, comm
 
 
-def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh, plan, cfg):
+def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh, plan, cfg,
+                  average_stats: bool = False):
   """Loss and PowerSGD-reduced gradient of the global batch (call inside jit).
 
   Args:
@@ -75,11 +78,15 @@ def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh,
     mesh: the ('data',) mesh.
     plan: powersgd.Plan of the parameters, or None for one flat mean all-reduce.
     cfg: `config.powersgd` (start_step, error_feedback, warm_start).
+    average_stats: the model's BatchNorm uses each device's own statistics
+      (`config.sync_batch_norm=False`); the new running averages are then averaged over
+      devices, so they stay replicated.
 
   Returns:
     (grads, loss, batch_stats, parts, comm); everything replicated but the residuals.
   """
-  body = functools.partial(_body, loss_fn=loss_fn, plan=plan, cfg=cfg)
+  body = functools.partial(_body, loss_fn=loss_fn, plan=plan, cfg=cfg,
+                           average_stats=average_stats)
   specs = () if plan is None else comm_specs(comm)
   f = jax.shard_map(body, mesh=mesh,
                     in_specs=(P(), P(), specs, P(DATA), P(), P()),
