@@ -165,13 +165,20 @@ def worker(args) -> None:
     multihost_utils.sync_global_devices("timed steps end")
     wire.append(wire_bytes())
   if jax.process_index() == 0:
-    per_step = lambda k: (None if not wire or wire[0][k] is None  # noqa: E731
-                          else (wire[1][k] - wire[0][k]) / args.steps / args.num_processes)
-    with open(args.result, "w", encoding="utf-8") as f:
-      json.dump({"median_step_s": statistics.median(times), "step_times": times,
-                 "final_loss": loss, "bytes": float(metrics["comm_bytes"]),
-                 "bytes_uncompressed": float(metrics["comm_bytes_uncompressed"]),
-                 "wire_bytes": per_step("link"), "qdisc_bytes": per_step("qdisc")}, f)
+    write_result(args, times, loss, float(metrics["comm_bytes"]),
+                 float(metrics["comm_bytes_uncompressed"]), wire)
+
+
+def write_result(args, times: list[float], loss: float, sent: float, total: float,
+                 wire: list[dict]) -> None:
+  """Process 0's measurements as JSON for `run_workers`: step times, final loss, bytes by
+  the metric, and on the wire per step and process (from the counts before and after)."""
+  per_step = lambda k: (None if not wire or wire[0][k] is None  # noqa: E731
+                        else (wire[1][k] - wire[0][k]) / args.steps / args.num_processes)
+  with open(args.result, "w", encoding="utf-8") as f:
+    json.dump({"median_step_s": statistics.median(times), "step_times": times,
+               "final_loss": loss, "bytes": sent, "bytes_uncompressed": total,
+               "wire_bytes": per_step("link"), "qdisc_bytes": per_step("qdisc")}, f)
 
 
 def torch_model(backbone: str, channels: int, projector_dims):
@@ -303,12 +310,7 @@ def torch_worker(args) -> None:
     dist.barrier()
     wire.append(wire_bytes())
   if args.process_id == 0:
-    per_step = lambda k: (None if not wire or wire[0][k] is None  # noqa: E731
-                          else (wire[1][k] - wire[0][k]) / args.steps / args.num_processes)
-    with open(args.result, "w", encoding="utf-8") as f:
-      json.dump({"median_step_s": statistics.median(times), "step_times": times,
-                 "final_loss": loss, "bytes": float(sent), "bytes_uncompressed": float(total),
-                 "wire_bytes": per_step("link"), "qdisc_bytes": per_step("qdisc")}, f)
+    write_result(args, times, loss, float(sent), float(total), wire)
   dist.destroy_process_group()
 
 
