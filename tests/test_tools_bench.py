@@ -34,6 +34,7 @@ def test_real_two_process_benchmark(tmp_path):
   mean, flat, psgd = rows
   assert mean["speedup"] == 1.0 and mean["compression"] == 1.0
   assert flat["bytes"] == mean["bytes"]
+  assert flat["final_loss"] == pytest.approx(mean["final_loss"], rel=1e-3)  # same training
   assert psgd["compression"] > 5 and psgd["bytes"] < mean["bytes"] / 5
   if bench.can_shape():  # bytes counted on the namespace's loopback, per step and process
     assert flat["bytes"] <= flat["wire_bytes"] < 1.5 * flat["bytes"]
@@ -83,6 +84,9 @@ def test_torch_peer_two_processes(tmp_path):
   rows = {r["reduction"]: r for r in json.loads((out / "results.json").read_text())}
   t_mean, t_psgd = rows["torch DDP all-reduce"], rows["torch DDP PowerSGD rank 2"]
   assert t_mean["framework"] == "torch" and t_mean["speedup"] == 1.0
+  # --local_bn: the flat row normalises per device, so it no longer trains as 'mean' does
+  flat, mean = rows["flat mean all-reduce"], rows["mean all-reduce"]
+  assert flat["final_loss"] != pytest.approx(mean["final_loss"], rel=1e-3)
   assert t_psgd["bytes"] == rows["PowerSGD rank 2"]["bytes"] < t_mean["bytes"] / 5
   if bench.can_shape():  # torch's own traffic counted too (the tiny model's small matrices
     # travel uncompressed, so the saving on the wire is smaller than the metric's)
@@ -90,3 +94,11 @@ def test_torch_peer_two_processes(tmp_path):
     assert t_psgd["bytes"] <= t_psgd["wire_bytes"] < t_mean["wire_bytes"]
   assert all(r["median_step_s"] > 0 and r["final_loss"] == r["final_loss"]
              for r in rows.values())
+
+
+def test_torch_peer_refuses_a_backbone_it_cannot_build_before_any_run(tmp_path, capsys):
+  pytest.importorskip("torch", reason="the torch peer needs: pip install '.[bench]'")
+  with pytest.raises(SystemExit):
+    bench.main(["--peer=torch", "--backbone=resnet50", f"--out={tmp_path / 'b'}"])
+  assert "--backbone=resnet50" in capsys.readouterr().err
+  assert not (tmp_path / "b").exists()  # nothing ran

@@ -389,6 +389,10 @@ def main(argv=None) -> int:
       import torch  # noqa: F401, PLC0415
     except ImportError:
       p.error("--peer=torch needs PyTorch: pip install '.[bench]'")
+    try:  # before any worker runs, not after the JAX rows
+      torch_model(args.backbone, 1, (32, 32))
+    except ValueError as e:
+      p.error(f"--backbone={args.backbone}: {e}")
   os.makedirs(args.out, exist_ok=True)
   ranks = [int(r) for r in args.ranks.split(",")]
   configs = [("jax", "mean", 0), ("jax", "flat", 0)] + [("jax", "powersgd", r) for r in ranks]
