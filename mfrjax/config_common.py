@@ -64,6 +64,15 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.channels = 1
   d.crop_fraction = 1.0        # central square crop before resizing (LFW: ~0.5)
   d.test_fraction = 0.2        # share of identities held out for evaluation
+  # Share of people (percent) removed from the folder set by a fixed hash of their name
+  # (sources.held_out): never trained on by any run, whatever the seed, and the test
+  # people of tools/peer_benchmark.py. LFW: 15 (666 of 4,293 people, 204 with 2+ images).
+  d.holdout_percent = 0.0
+  # What the images of the set are: "none" (photos, centre-cropped by crop_fraction) or
+  # "112x112" (crops aligned to the ArcFace five-point template: tools/align_faces.py).
+  # Stored with the run, so a trained model can be given raw photos plus landmarks
+  # (mfrjax.embedder, tools/peer_benchmark.py) and align them as its training data was.
+  d.alignment = "none"
   d.max_images_per_identity = 0  # seeded cap per identity (0 = all); LFW: 20
   d.sampler = "couples"        # pairs: "couples"/"random"; metric: "identities"; margin: "images"
   d.images_per_identity = 3    # "identities": M images per person per batch
@@ -118,6 +127,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
     d.image_size = 48
     d.test_fraction = 0.1
     d.max_images_per_identity = 20
+    d.holdout_percent = 15.0
   elif variant == "paper":
     d.source = "folder"
     d.image_size = 112
@@ -126,6 +136,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
     d.prefetch = 16            # grain runs at most `prefetch` of the threads at once
     d.cache_mb = 0
     d.test_fraction = 0.1
+    d.alignment = "112x112"
   return d
 
 

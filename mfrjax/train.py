@@ -21,7 +21,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from mfrjax import checkpoint, methods, optim, state as state_lib
+from mfrjax import checkpoint, methods, optim, run_info, state as state_lib
 from mfrjax.data import pair_sets, pipeline, sources
 from mfrjax.eval import classifiers, embed, identification, plots, report, verification
 from mfrjax.parallel import grad_reduce, powersgd
@@ -303,6 +303,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh_lib.make_mesh()
   exp = setup(config, mesh)
+  if jax.process_index() == 0:
+    run_info.write(workdir, config, len(exp.train_groups))
   state, faceset = exp.state, exp.faceset
   data_it = train_data(config, exp, mesh)
   manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),

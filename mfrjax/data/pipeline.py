@@ -86,7 +86,8 @@ def build_faceset(data_cfg, seed: int):
     if not data_cfg.root:
       raise ValueError("config.data.source='folder' needs config.data.root=/path/to/faces")
     return sources.FolderFaceSet(data_cfg.root, data_cfg.masked_root or None,
-                                 data_cfg.mask_source, data_cfg.exclude_list)
+                                 data_cfg.mask_source, data_cfg.exclude_list,
+                                 data_cfg.holdout_percent)
   raise ValueError(f"unknown config.data.source={data_cfg.source!r}; valid: 'synthetic', "
                    "'folder'")
 

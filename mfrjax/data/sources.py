@@ -23,6 +23,7 @@ not care where pixels come from:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 
@@ -33,6 +34,9 @@ from mfrjax.data import synthetic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp")
 MASK_TAG = "_mask"
+# The salt of the held-out identity hash (held_out): fixed, so every run, tool and machine
+# agrees on which people are never trained on.
+HOLDOUT_SALT = "mfrjax-holdout:"
 
 
 class ImageReadError(IOError):
@@ -88,6 +92,20 @@ class SyntheticFaceSet:
     return f"synthetic identity {identity} image {image}"
 
 
+def held_out(identity: str, percent: float) -> bool:
+  """Whether `identity` (a folder name) is in the fixed held-out share of people.
+
+  The rule hashes the name alone (SHA-256 with HOLDOUT_SALT, bucket = first 32 bits mod
+  10,000), so it needs no seed and no listing of the set: a person is held out from every
+  run, in any root that names people the same way (raw, aligned or masked LFW), and
+  tools/peer_benchmark.py finds exactly the same people. `percent` = 0 holds out no one.
+  """
+  if not 0 <= percent < 100:
+    raise ValueError(f"config.data.holdout_percent={percent} must be in [0, 100)")
+  digest = hashlib.sha256((HOLDOUT_SALT + identity).encode("utf-8")).digest()
+  return int.from_bytes(digest[:4], "big") % 10_000 < percent * 100
+
+
 def is_image(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
@@ -109,7 +127,7 @@ class FolderFaceSet:
   """Images in `<root>/<identity>/`, with optional masked variants (see module doc)."""
 
   def __init__(self, root: str, masked_root: str | None = None, mask_source: str = "files",
-               exclude_list: str = ""):
+               exclude_list: str = "", holdout_percent: float = 0.0):
     if mask_source not in ("files", "draw"):
       raise ValueError(f"config.data.mask_source={mask_source!r}; valid: 'files', 'draw'")
     rootp = pathlib.Path(root)
@@ -118,6 +136,16 @@ class FolderFaceSet:
     folders = sorted(p for p in rootp.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
       raise ValueError(f"config.data.root={root!r} has no identity folders")
+    # People of the held-out share (held_out) are not part of this set at all: no run
+    # trains or evaluates on them; the peer benchmark tests on them.
+    self.num_held_out = 0
+    if holdout_percent:
+      kept_folders = [f for f in folders if not held_out(f.name, holdout_percent)]
+      self.num_held_out = len(folders) - len(kept_folders)
+      folders = kept_folders
+      if not folders:
+        raise ValueError(f"config.data.holdout_percent={holdout_percent} holds out every "
+                         f"identity of config.data.root={root!r}")
     self.masked_files = mask_source == "files"
     excluded = read_exclude_list(exclude_list, root) if exclude_list else frozenset()
     identities, labels, paths, masked = [], [], [], []

@@ -1,0 +1,85 @@
+"""mfrjax.embedder: a run's model used from its workdir alone (run.json + weights)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mfrjax import embedder, run_info, train
+from mfrjax.data import pipeline
+from mfrjax.eval import identification
+from tests.conftest import load_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """ArcFace smoke run on 8 fake devices, class-sharded head, EMA on."""
+  workdir = str(tmp_path_factory.mktemp("arc"))
+  cfg = load_config("arcface", **{"model.shard_classes": True})
+  train.train_and_evaluate(cfg, workdir)
+  return workdir, cfg
+
+
+def test_run_stores_what_embedding_needs(run):
+  workdir, cfg = run
+  info = json.load(open(os.path.join(workdir, run_info.FILE)))
+  assert info["config"]["method"] == "margin" and info["config"]["seed"] == cfg.seed
+  assert info["preprocessing"] == run_info.preprocessing(cfg.data)
+  assert info["preprocessing"]["image_size"] == cfg.data.image_size
+  fs = pipeline.build_faceset(cfg.data, cfg.seed)
+  train_ids, _ = train.split_data(cfg)[1:3]
+  assert info["num_classes"] == len(train_ids) < len(fs.identities)
+
+
+def test_embeddings_equal_the_runs_own_evaluation(run):
+  """The run's evaluation embedded its test images on an 8-device mesh with the EMA
+  weights; the Embedder, on one device from the workdir alone, must give the same."""
+  workdir, cfg = run
+  emb = embedder.Embedder.from_workdir(workdir, batch_size=8)
+  assert emb.step == max(embedder.checkpoint_steps(workdir))
+  saved = np.load(os.path.join(workdir, "embeddings.npz"))
+  fs = pipeline.build_faceset(cfg.data, cfg.seed)
+  images = [fs.load(int(i), False) for i in saved["image_index"]]
+  got = emb.embed(images)
+  want = identification.l2_normalize(saved["unmasked"])
+  assert got.dtype == np.float32 and got.shape == want.shape
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  # The raw weights differ from the moving average: use_ema=False gives other vectors.
+  plain = embedder.Embedder.from_workdir(workdir, use_ema=False, batch_size=8)
+  assert np.abs(plain.embed(images[:4]) - got[:4]).max() > 1e-3
+
+
+def test_fixed_batch_shape_flip_and_paths(run, tmp_path):
+  workdir, cfg = run
+  emb = embedder.Embedder.from_workdir(workdir, batch_size=4)
+  fs = pipeline.build_faceset(cfg.data, cfg.seed)
+  images = np.stack([fs.load(i, False) for i in range(7)])
+  a = emb.embed(images[:3])
+  b = emb.embed(images)         # 7 images: two calls of the same compiled batch of 4
+  np.testing.assert_allclose(a, b[:3], atol=1e-6)
+  assert emb._fns[False]._cache_size() == 1  # pylint: disable=protected-access
+  # Flip: the sum of the image's and its mirror's embeddings, normalised.
+  raw = lambda x: np.asarray(emb.model.apply(emb.variables, x.astype(np.float32) / 127.5 - 1,  # noqa: E731
+                                             method=emb.model.embed))
+  x = images[:4]
+  want = identification.l2_normalize(raw(x) + raw(x[:, :, ::-1]))
+  np.testing.assert_allclose(emb.embed(x, flip=True), want, atol=1e-5)
+  # Paths are read like the training images.
+  path = tmp_path / "face.png"
+  pipeline.transforms.cv2.imwrite(str(path), images[0])
+  np.testing.assert_allclose(emb.embed([str(path)]), a[:1], atol=1e-6)
+
+
+def test_bad_workdirs_are_named(run, tmp_path):
+  with pytest.raises(FileNotFoundError, match="run.json"):
+    embedder.Embedder.from_workdir(str(tmp_path))
+  workdir, _ = run
+  with pytest.raises(ValueError, match="not among the checkpoints"):
+    embedder.Embedder.from_workdir(workdir, step=123456)
+  (tmp_path / run_info.FILE).write_text("{")
+  with pytest.raises(ValueError, match="damaged"):
+    embedder.Embedder.from_workdir(str(tmp_path))
+  assert jax.device_count() == 8  # the run trained on 8 devices, the Embedder used one
