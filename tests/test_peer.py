@@ -48,7 +48,7 @@ def test_folder_set_drops_held_out_people(tmp_path):
   assert fs.identities == tuple(sorted(kept)) and fs.num_held_out == 2
   assert len(sources.FolderFaceSet(str(tmp_path), mask_source="draw").identities) == 5
   # The config key reaches the set, and the LFW variants hold people out.
-  cfg = load_config("arcface", "lfw", **{"data.root": str(tmp_path)})
+  cfg = load_config("barlow", "lfw", **{"data.root": str(tmp_path)})
   assert cfg.data.holdout_percent == 15
   assert train.split_data(cfg)[0].identities == tuple(sorted(kept))
 
@@ -151,3 +151,15 @@ def test_tool_end_to_end_with_a_run_and_dlib(shared_data, tmp_path):
   assert rows[peer.DlibRecogniser.name]["unmasked"]["rank1"] > rows["smoke"]["unmasked"]["rank1"]
   assert "| smoke |" in (out / "peer.md").read_text()
   assert len(list((tmp_path / "c").iterdir())) == 2   # faces and dlib's embeddings kept
+
+
+def test_arcface_lfw_is_the_aligned_recipe_and_lfw_centre_the_old_one():
+  aligned, centre = load_config("arcface", "lfw"), load_config("arcface", "lfw_centre")
+  assert (aligned.data.alignment, aligned.data.image_size, aligned.data.mask_source,
+          aligned.num_epochs) == ("112x112", 112, "files", 24)
+  assert (centre.data.alignment, centre.data.image_size, centre.data.mask_source,
+          centre.num_epochs) == ("none", 48, "draw", 16)
+  assert aligned.data.holdout_percent == centre.data.holdout_percent == 15
+  assert centre.data.to_dict() == load_config("barlow", "lfw").data.to_dict() | {
+      k: v for k, v in centre.data.to_dict().items() if k in ("sampler", "augment",
+                                                              "masked_share")}
