@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import embedder, run_info, train
-from mfrjax.data import pipeline
+from mfrjax import commands, embedder, run_info, train
+from mfrjax.data import pipeline, sources
 from mfrjax.eval import identification
 from tests.conftest import load_config
 
@@ -83,3 +83,68 @@ def test_bad_workdirs_are_named(run, tmp_path):
   with pytest.raises(ValueError, match="damaged"):
     embedder.Embedder.from_workdir(str(tmp_path))
   assert jax.device_count() == 8  # the run trained on 8 devices, the Embedder used one
+
+
+def _faces_on_disk(root, cfg, people=(0, 1, 2), per=3):
+  """Synthetic test faces as <root>/<identity>/<k>.png, as a user's folder would be."""
+  fs = pipeline.build_faceset(cfg.data, cfg.seed)
+  per_id = cfg.data.synthetic.images_per_identity
+  for p in people:
+    os.makedirs(root / f"id{p}", exist_ok=True)
+    for k in range(per):
+      pipeline.transforms.cv2.imwrite(str(root / f"id{p}" / f"{k}.png"),
+                                      fs.load(p * per_id + k, False))
+  return fs
+
+
+def test_embed_command_skips_bad_files_and_matches_the_api(run, tmp_path, capsys):
+  workdir, cfg = run
+  _faces_on_disk(tmp_path / "in", cfg)
+  (tmp_path / "in" / "id0" / "broken.jpg").write_bytes(b"not a jpeg")
+  out = tmp_path / "emb.npz"
+  assert commands.embed_main(["--workdir", workdir, "--images", str(tmp_path / "in"),
+                              "--out", str(out), "--quiet"]) == 0
+  text = capsys.readouterr().out
+  assert "written: 9" in text and "skipped: 1" in text and "not a valid image" in text
+  saved = np.load(out)
+  assert saved["embeddings"].shape[0] == 9 and len(saved["paths"]) == 9
+  api = embedder.Embedder.from_workdir(workdir).embed([str(p) for p in saved["paths"]])
+  np.testing.assert_allclose(saved["embeddings"], api, atol=1e-6)
+  with pytest.raises(FileNotFoundError, match="neither a folder"):
+    commands.embed_main(["--workdir", workdir, "--images", str(tmp_path / "no"),
+                         "--out", str(out)])
+
+
+def test_verify_uses_the_runs_calibrated_threshold(run, tmp_path, capsys):
+  workdir, cfg = run
+  _faces_on_disk(tmp_path, cfg, people=(0, 1), per=2)
+  table = commands.stored_thresholds(workdir, "standard")
+  assert set(table) == {"best_accuracy", "far=0.01", "far=0.001"}
+  a, b = str(tmp_path / "id0" / "0.png"), str(tmp_path / "id1" / "0.png")
+  assert commands.verify_main(["--workdir", workdir, a, b, "--threshold",
+                               "best_accuracy"]) == 0
+  line = capsys.readouterr().out
+  x = embedder.Embedder.from_workdir(workdir).embed([a, b])
+  assert f"score {float(x[0] @ x[1]):.4f}" in line
+  assert f"threshold {table['best_accuracy']:.4f} (best_accuracy, standard track)" in line
+  commands.verify_main(["--workdir", workdir, a, a, "--threshold", "0.99"])
+  assert "same person" in capsys.readouterr().out
+  with pytest.raises(sources.ImageReadError, match="missing.png"):
+    commands.verify_main(["--workdir", workdir, a, str(tmp_path / "missing.png"),
+                          "--threshold", "0.5"])
+  with pytest.raises(SystemExit, match="far=0.5.*give a number"):
+    commands.verify_main(["--workdir", workdir, a, b, "--threshold", "far=0.5"])
+
+
+def test_identify_command_ranks_and_writes_matches(run, tmp_path, capsys):
+  workdir, cfg = run
+  _faces_on_disk(tmp_path / "g", cfg, per=1)
+  # The probes are the gallery images themselves: every probe's best match is itself.
+  _faces_on_disk(tmp_path / "p", cfg, per=1)
+  out = tmp_path / "m.csv"
+  assert commands.identify_main(["--workdir", workdir, "--gallery", str(tmp_path / "g"),
+                                 "--probes", str(tmp_path / "p"), "--csv", str(out),
+                                 "--quiet"]) == 0
+  assert "rank-1: 100.00% of 3 probes" in capsys.readouterr().out
+  rows = out.read_text().splitlines()
+  assert len(rows) == 4 and rows[1].split(",")[2].endswith("g/id0/0.png")

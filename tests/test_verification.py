@@ -169,3 +169,19 @@ def test_insightface_bin_round_trip_and_bad_files(tmp_path):
     pair_sets.read_bin(str(odd))
   with pytest.raises(FileNotFoundError, match="config.eval.verification.sets"):
     pair_sets.read_pair_set(str(tmp_path / "missing.bin"))
+
+
+def test_thresholds_by_hand():
+  # 4 positives, 6 negatives; accept when score >= t.
+  scores = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.5, 0.4, 0.3, 0.1, 0.0])
+  issame = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+  t = verification.thresholds(scores, issame, fars=(0.2, 0.1))
+  # FAR 0.1 of 6 negatives is below one pair: not measurable, as in tar_at_far.
+  assert t["far=0.1"] is None
+  # FAR <= 0.2 allows 1 of 6 negatives (0.75): the lowest threshold keeping it at one
+  # is 0.7, which also accepts the third positive.
+  assert t["far=0.2"] == 0.7
+  # Best accuracy: between 0.5 and 0.7 (3 TP + 5 TN = 8 of 10; no other cut does better).
+  acc = lambda th: np.mean((scores > th) == issame)  # noqa: E731
+  assert acc(t["best_accuracy"]) == 0.8 and 0.5 <= t["best_accuracy"] <= 0.7
+  assert "thresholds" in verification.evaluate_pairs(scores, issame, folds=2)

@@ -108,13 +108,34 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: int = 10) -> d
           "thresholds": ths}
 
 
+THRESHOLD_FARS = (1e-2, 1e-3)
+
+
+def thresholds(scores: np.ndarray, issame: np.ndarray, fars=THRESHOLD_FARS) -> dict:
+  """Decision thresholds a deployed model can use (accept a pair when score >= t):
+
+    best_accuracy  best_threshold over all the pairs
+    far=<f>        the lowest threshold whose FAR on these pairs is <= f (the operating
+                   point of tar_at_far); None where f * negatives < 1
+  """
+  far, _, ths = roc(scores, issame)
+  n_neg = int((~np.asarray(issame, bool)).sum())
+  out = {"best_accuracy": best_threshold(scores, issame)}
+  for f in fars:
+    # far rises as the threshold falls; the last index within the target is the lowest.
+    out[f"far={f:g}"] = None if f * n_neg < 1 else float(ths[np.flatnonzero(far <= f + 1e-12)[-1]])
+  return out
+
+
 def evaluate_pairs(scores: np.ndarray, issame: np.ndarray, folds: int = 10,
                    fars=FARS) -> dict:
-  """Accuracy (k-fold), AUC, TAR@FAR and the ROC curve of one set of scored pairs."""
+  """Accuracy (k-fold), AUC, TAR@FAR, decision thresholds and the ROC curve of one set
+  of scored pairs."""
   far, tar, _ = roc(scores, issame)
   acc = kfold_accuracy(scores, issame, folds)
   return {"accuracy": acc["accuracy"], "accuracy_std": acc["accuracy_std"],
           "auc": float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2)), "tar_at_far": tar_at_far(scores, issame, fars),
+          "thresholds": thresholds(scores, issame),
           "num_pairs": int(len(scores)), "num_positive": int(np.sum(issame)),
           "roc": {"far": far, "tar": tar}}
 
