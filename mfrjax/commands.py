@@ -3,8 +3,9 @@
     mfrjax-embed    --workdir=W --images=DIR|LIST.txt --out=emb.npz [--flip]
     mfrjax-verify   --workdir=W a.png b.png [--threshold=far=0.001|far=0.01|best_accuracy|0.4]
     mfrjax-identify --workdir=W --gallery=DIR --probes=DIR [--csv=matches.csv]
+    mfrjax-export   --workdir=W --out=PATH [--flip]     (StableHLO, mfrjax/exported.py)
 
-(also `python -m mfrjax.commands embed|verify|identify ...`). Images are what the run
+(also `python -m mfrjax.commands embed|verify|identify|export ...`). Images are what the run
 trained on: aligned crops for an aligned run (`tools/align_faces.py` makes them), photos
 otherwise; `mfrjax.embedder` reads everything else from the run. An unreadable image is
 reported with its reason and skipped; the summary always says how many were embedded.
@@ -172,9 +173,29 @@ def identify_main(argv=None) -> int:
   return 0
 
 
+def export_main(argv=None) -> int:
+  p = argparse.ArgumentParser(
+      prog="mfrjax-export", formatter_class=argparse.RawDescriptionHelpFormatter,
+      description="Exports a run's embedding network as StableHLO (jax.export).",
+      epilog="The graph expects uint8 (N, H, W, C) images as the run's preprocessing makes "
+             "them (size, channels - BGR or grey -, centre crop, alignment: written to "
+             "<out>.json), scales (x - 127.5) / 127.5 itself and returns (N, D) float32 "
+             "L2-normalised embeddings; N is free. Load with mfrjax.exported.load(<out>), "
+             "which needs only jax.")
+  _common(p)
+  p.add_argument("--out", required=True, help="path without suffix: <out>.stablehlo, .json")
+  args = p.parse_args(argv)
+  from mfrjax import exported  # pylint: disable=import-outside-toplevel
+  meta = exported.export(_embedder(args), args.out, flip=args.flip)
+  print(f"-> {args.out}{exported.SUFFIX} (input uint8 {meta['input']['shape']}, output "
+        f"{meta['output']['shape']}), {args.out}{exported.META}")
+  return 0
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  commands = {"embed": embed_main, "verify": verify_main, "identify": identify_main}
+  commands = {"embed": embed_main, "verify": verify_main, "identify": identify_main,
+              "export": export_main}
   if not argv or argv[0] not in commands:
     print(f"usage: python -m mfrjax.commands {{{','.join(commands)}}} ...", file=sys.stderr)
     return 2

@@ -148,3 +148,32 @@ def test_identify_command_ranks_and_writes_matches(run, tmp_path, capsys):
   assert "rank-1: 100.00% of 3 probes" in capsys.readouterr().out
   rows = out.read_text().splitlines()
   assert len(rows) == 4 and rows[1].split(",")[2].endswith("g/id0/0.png")
+
+
+def test_stablehlo_export_runs_without_the_model_code(run, tmp_path, shared_data):
+  """The exported graph, loaded with jax alone, gives the Embedder's vectors on real
+  faces (LFW photos, preprocessed as the run's contract says), at any batch size."""
+  workdir, _ = run
+  out = str(tmp_path / "model")
+  assert commands.export_main(["--workdir", workdir, "--out", out]) == 0
+  code = (f"import json, sys, numpy as np; sys.modules['mfrjax'] = None\n"
+          f"import jax; from importlib.machinery import SourceFileLoader\n"
+          f"m = SourceFileLoader('ex', {str(embedder.__file__).replace('embedder', 'exported')!r})"
+          f".load_module()\n"
+          f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+          f"np.save({str(tmp_path / 'y.npy')!r}, m.load({out!r})(x))\n")
+  emb = embedder.Embedder.from_workdir(workdir)
+  photos = sorted((shared_data / "lfw").glob("*/*.jpg"))[:5]
+  x = np.stack([emb.preprocess(sources.read_image(str(p))) for p in photos])
+  np.save(tmp_path / "x.npy", x)
+  import subprocess, sys  # noqa: E401  pylint: disable=import-outside-toplevel,multiple-imports
+  subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+  got = np.load(tmp_path / "y.npy")
+  np.testing.assert_allclose(got, emb.embed(x), atol=1e-5)
+  meta = json.load(open(out + ".json"))
+  assert meta["preprocessing"] == emb.preprocessing and meta["input"]["dtype"] == "uint8"
+  from mfrjax import exported  # pylint: disable=import-outside-toplevel
+  model = exported.load(out)
+  np.testing.assert_allclose(model(x[:2]), got[:2], atol=1e-6)   # another batch size
+  with pytest.raises(ValueError, match="expected uint8"):
+    model(x.astype(np.float32))

@@ -1,0 +1,77 @@
+"""A trained model as a StableHLO artifact (jax.export), and the loader that runs it.
+
+    mfrjax-export --workdir=/tmp/arc112 --out=/tmp/arc112_model    # writes the two files:
+
+    <out>.stablehlo   the serialized jax.export.Exported: weights baked in as constants,
+                      input uint8 (N, H, W, C) with N symbolic (any batch), output (N, D)
+                      float32 L2-normalised embeddings; pixel scaling inside the graph
+    <out>.json        the input contract (run_info.preprocessing: size, channels and their
+                      order, centre crop, alignment, upper-face cut) and the output size
+
+Loading needs jax and numpy only, not mfrjax's models or the run:
+
+    model = exported.load("/tmp/arc112_model")
+    vectors = model(batch_uint8)          # (N, D) float32
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SUFFIX, META = ".stablehlo", ".json"
+
+
+def export(embedder, out: str, flip: bool = False) -> dict:
+  """Writes `<out>.stablehlo` and `<out>.json` for an mfrjax.embedder.Embedder."""
+  variables = embedder.variables
+  model = embedder.model
+
+  def embed(images):
+    x = images.astype(jnp.float32) / 127.5 - 1.0
+    v = model.apply(variables, x, method=model.embed).astype(jnp.float32)
+    if flip:
+      v = v + model.apply(variables, x[:, :, ::-1], method=model.embed).astype(jnp.float32)
+    return v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+  n = jax.export.symbolic_shape("n")[0]
+  h, w, c = embedder.input_shape
+  spec = jax.ShapeDtypeStruct((n, h, w, c), jnp.uint8)
+  exp = jax.export.export(jax.jit(embed))(spec)
+  with open(out + SUFFIX, "wb") as f:
+    f.write(exp.serialize())
+  meta = {"format": "jax.export (StableHLO)", "input": {"shape": ["N", h, w, c],
+                                                        "dtype": "uint8"},
+          "output": {"shape": ["N", int(exp.out_avals[0].shape[1])], "dtype": "float32",
+                     "l2_normalised": True},
+          "flip_tta": flip, "preprocessing": embedder.preprocessing, "step": embedder.step}
+  with open(out + META, "w", encoding="utf-8") as f:
+    json.dump(meta, f, indent=1)
+  return meta
+
+
+class Loaded:
+  """A deserialized artifact: call it on uint8 (N, H, W, C) batches."""
+
+  def __init__(self, path: str):
+    base = path[:-len(SUFFIX)] if path.endswith(SUFFIX) else path
+    with open(base + SUFFIX, "rb") as f:
+      self._exp = jax.export.deserialize(bytearray(f.read()))
+    with open(base + META, encoding="utf-8") as f:
+      self.meta = json.load(f)
+
+  def __call__(self, images) -> np.ndarray:
+    x = np.asarray(images)
+    want = tuple(self.meta["input"]["shape"][1:])
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != want:
+      raise ValueError(f"expected uint8 (N, {', '.join(map(str, want))}) images as the "
+                       f"model's preprocessing makes them ({self.meta['preprocessing']}); "
+                       f"got {x.dtype} {x.shape}")
+    return np.asarray(self._exp.call(x))
+
+
+def load(path: str) -> Loaded:
+  return Loaded(path)
