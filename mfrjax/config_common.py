@@ -29,6 +29,11 @@ def run(variant: str) -> ml_collections.ConfigDict:
   c.checkpoint_every = {"smoke": 4, "lfw": 100, "paper": 2000}.get(variant, 200)
   c.keep_checkpoints = 3
   c.eval_at_init = variant != "smoke"  # also evaluate the untrained network
+  # Evaluate every this many steps during training (0: only at the end): TensorBoard
+  # scalars, results.json "evaluations", and the best weights by config.eval.best_metric
+  # kept in <workdir>/best/. Off on the CPU variants, where an evaluation costs more than
+  # a few percent of the run.
+  c.eval_every = {"paper": 5000}.get(variant, 0)
   c.resume = ""                # another run's checkpoints dir, used if workdir has none
   # Exponential moving average of the weights (and BN statistics), used for evaluation.
   c.ema = ml_collections.ConfigDict()
@@ -149,6 +154,9 @@ def evaluation(variant: str) -> ml_collections.ConfigDict:
   # Classifiers fitted on the gallery embeddings (eval/classifiers.py): "knn" (k-NN with
   # k above), "svm" (linear SVM), "mlp" (one hidden layer); results per classifier.
   e.classifiers = ("knn",)
+  # What "best" means for config.eval_every: a scalar the evaluation writes, e.g.
+  # "eval/masked_vs_unmasked" (1-NN accuracy) or "verify/test_identities/combined/accuracy".
+  e.best_metric = "eval/masked_vs_unmasked"
   e.svm_c = 1.0
   e.mlp_hidden = 256
   # Pair verification (eval/verification.py): seeded pairs among the unseen identities,

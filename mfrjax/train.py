@@ -9,7 +9,9 @@ so methods are compared under identical conditions.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import time
 from typing import Any, NamedTuple
 
@@ -301,6 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Writes to `workdir`: checkpoints/, TensorBoard events, results.json, embeddings.npz.
   """
   os.makedirs(workdir, exist_ok=True)
+  best = BestWeights(config, workdir)  # checks config.eval.best_metric before any work
   mesh = mesh_lib.make_mesh()
   exp = setup(config, mesh)
   if jax.process_index() == 0:
@@ -314,6 +317,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluate = functools.partial(_evaluate, config, exp.model, faceset=faceset,
                                test_groups=exp.test_groups, train_groups=exp.train_groups,
                                mesh=mesh)
+  def periodic_eval(state, step):
+    summary, _, ver = evaluate(state)
+    scalars = eval_scalars(summary, verification.strip_curves(ver))
+    writer.write_scalars(step, scalars)
+    best.update(state, step, scalars)
+    logging.info("step %d: %s = %.4f (best %.4f at step %d)", step, best.metric,
+                 scalars[best.metric], best.record["value"], best.record["step"])
+
   results = {}
   if restored is None:
     start_step = 0
@@ -333,12 +344,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                mesh.size)
   state, last = train_loop(config, state, exp.step_fn, data_it, jax.random.key(config.seed),
                             start_step, exp.total_steps, manager, exp.meta, writer,
-                            images_per_row=len(exp.method.views))
+                            images_per_row=len(exp.method.views),
+                            on_eval=periodic_eval if config.eval_every else None)
 
   results["final"], arrays, ver = evaluate(state)
   results["verification"] = verification.strip_curves(ver)
   results["steps"] = exp.total_steps
   results["last_logged"] = last
+  scalars = eval_scalars(results["final"], results["verification"])
+  best.update(state, exp.total_steps, scalars)
+  if best.history:
+    results["evaluations"], results["best"] = best.history, best.record
   if jax.process_index() == 0:
     report.write_json(os.path.join(workdir, "results.json"), results)
     if ver:
@@ -352,15 +368,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             f"({len(exp.test_ids)} unseen identities):"), flush=True)
   if ver:
     print(report.format_verification(results["verification"]), flush=True)
-  scalars = {f"eval/{k}": v["accuracy"] for k, v in results["final"].items()}
-  for name, tracks in results["verification"].items():
+  writer.write_scalars(exp.total_steps, scalars)
+  writer.flush()
+  return results
+
+
+def eval_scalars(summary: dict, ver: dict) -> dict:
+  """The evaluation as flat TensorBoard scalars (names config.eval.best_metric uses)."""
+  scalars = {f"eval/{k}": v["accuracy"] for k, v in summary.items()}
+  for name, tracks in ver.items():
     for track, r in tracks.items():
       scalars[f"verify/{name}/{track}/accuracy"] = r["accuracy"]
       scalars.update({f"verify/{name}/{track}/tar@far={f}": t
                       for f, t in r["tar_at_far"].items() if t is not None})
-  writer.write_scalars(exp.total_steps, scalars)
-  writer.flush()
-  return results
+  return scalars
+
+
+_METRIC_NAMES = (r"eval/(masked_vs_unmasked|unmasked_vs_unmasked|masked_vs_masked)(/\w+)?"
+                 r"|verify/.+/(masked|standard|combined)/(accuracy|tar@far=[0-9.e+-]+)")
+
+
+class BestWeights:
+  """Evaluations during training (config.eval_every) and the best weights so far.
+
+  The weights the evaluator used (eval_variables) of the best evaluation by
+  config.eval.best_metric go to <workdir>/best/<step> (orbax, one kept) with
+  <workdir>/best.json; a resumed run reads best.json back, so "best" spans the whole run.
+  """
+
+  def __init__(self, config, workdir: str):
+    self.config, self.metric = config, config.eval.best_metric
+    if config.eval_every and not re.fullmatch(_METRIC_NAMES, self.metric):
+      raise ValueError(f"config.eval.best_metric={self.metric!r} is not a scalar the "
+                       "evaluation writes: use eval/<protocol>[/<classifier>] (e.g. "
+                       "eval/masked_vs_unmasked) or verify/<set>/<masked|standard|combined>/"
+                       "<accuracy|tar@far=F>")
+    self.path = os.path.join(workdir, "best.json")
+    self.history: list[dict] = []
+    self.record: dict | None = None
+    self._manager = None
+    self._dir = os.path.join(workdir, "best")
+    if os.path.exists(self.path):
+      with open(self.path, encoding="utf-8") as f:
+        saved = json.load(f)
+      self.record, self.history = saved["best"], saved["history"]
+
+  def update(self, state, step: int, scalars: dict) -> None:
+    if not self.config.eval_every:
+      return
+    if self.metric not in scalars:
+      raise ValueError(f"config.eval.best_metric={self.metric!r} is not among the evaluation "
+                       f"scalars: {sorted(scalars)}")
+    if any(h["step"] == step for h in self.history):
+      return
+    value = float(scalars[self.metric])
+    self.history.append({"step": int(step), self.metric: value})
+    if self.record is None or value > self.record["value"]:
+      self.record = {"step": int(step), "metric": self.metric, "value": value}
+      if self._manager is None:
+        self._manager = checkpoint.make_manager(self._dir, keep=1)
+      self._manager.save(step, args=checkpoint.ocp.args.Composite(
+          weights=checkpoint.ocp.args.StandardSave(eval_variables(self.config, state))))
+      self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"best": self.record, "history": self.history}, f, indent=1)
+      os.replace(self.path + ".tmp", self.path)
 
 
 def _flat_hparams(config) -> dict:
@@ -378,7 +451,7 @@ def _flat_hparams(config) -> dict:
 
 
 def train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, manager, meta,
-               writer, images_per_row: int, stop_step: int | None = None):
+               writer, images_per_row: int, stop_step: int | None = None, on_eval=None):
   """Runs steps start_step+1..stop_step (default: total_steps); checks every loss one
   step late (no stall). Logs every config.log_every steps and saves every
   config.checkpoint_every steps and at total_steps, the end of the run; `stop_step` lets
@@ -411,6 +484,8 @@ def train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, ma
       losses, t_log, last_log_step = [], now, step
     if step % config.checkpoint_every == 0 or step == total_steps:
       checkpoint.save(manager, step, state, data_it, meta)
+    if on_eval is not None and step % config.eval_every == 0 and step < total_steps:
+      on_eval(state, step)  # the final step is evaluated by the caller
   writer.flush()
   return state, scalars
 

@@ -133,3 +133,28 @@ def test_margin_config_errors_name_the_keys():
     train.setup(load_config("arcface", **{"model.backbone": "resnet_tiny"}), mesh)
   with pytest.raises(ValueError, match="unknown variant 'huge'"):
     load_config("arcface", "huge")
+
+
+def test_eval_every_logs_evaluations_and_keeps_the_best_weights(tmp_path):
+  from mfrjax.eval import embed  # pylint: disable=import-outside-toplevel
+  cfg = load_config("arcface", **{"eval_every": 2, "num_epochs": 3})
+  workdir = str(tmp_path / "w")
+  before = set(embed._STEPS)  # pylint: disable=protected-access
+  res = train.train_and_evaluate(cfg, workdir)
+  # Every evaluation of the run used one jitted step, compiled once.
+  new = [embed._STEPS[k][2] for k in set(embed._STEPS) - before]  # pylint: disable=protected-access
+  assert len(new) == 1 and new[0]._cache_size() == 1  # pylint: disable=protected-access
+  hist = res["evaluations"]
+  steps = [h["step"] for h in hist]
+  assert steps == list(range(2, res["steps"], 2)) + [res["steps"]]
+  values = [h["eval/masked_vs_unmasked"] for h in hist]
+  best = res["best"]
+  assert best["value"] == max(values) and best["step"] == steps[values.index(max(values))]
+  assert os.listdir(os.path.join(workdir, "best")) == [str(best["step"])]
+  saved = json.load(open(os.path.join(workdir, "best.json")))
+  assert saved["best"] == best and saved["history"] == hist
+  # A metric the evaluation does not write is refused before the first step.
+  bad = load_config("arcface", **{"eval_every": 2, "eval.best_metric": "eval/nope"})
+  with pytest.raises(ValueError, match="best_metric='eval/nope'.*eval/masked_vs_unmasked"):
+    train.train_and_evaluate(bad, str(tmp_path / "bad"))
+  assert os.listdir(tmp_path / "bad") == []

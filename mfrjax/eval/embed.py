@@ -21,6 +21,21 @@ def embed_step(variables, images, *, model):
   return model.apply(variables, to_float(images), method=model.embed)
 
 
+_STEPS: dict = {}
+
+
+def _compiled_step(model, mesh):
+  """One jitted embedding step per (model, mesh), so periodic evaluations during training
+  reuse the compilation instead of tracing a new function each time."""
+  key = (id(model), id(mesh))
+  if key not in _STEPS:
+    # The variables keep their placement (a class-sharded margin head stays split).
+    _STEPS[key] = (model, mesh, jax.jit(functools.partial(embed_step, model=model),
+                                        in_shardings=(None, mesh_lib.batch_sharded(mesh)),
+                                        out_shardings=mesh_lib.replicated(mesh)))
+  return _STEPS[key][2]
+
+
 def embed_faceset(model, variables, faceset, indices: np.ndarray, data_cfg, seed: int,
                   batch_size: int, mesh) -> dict[str, np.ndarray]:
   """Embeds the unmasked and masked view of every image in `indices`.
@@ -34,10 +49,7 @@ def embed_faceset(model, variables, faceset, indices: np.ndarray, data_cfg, seed
   mesh_lib.check_batch_size(batch_size, mesh, "config.eval.batch_size")
   n_proc, pid = jax.process_count(), jax.process_index()
   local = batch_size // n_proc
-  # The variables keep the placement they have (a class-sharded margin head stays split).
-  step = jax.jit(functools.partial(embed_step, model=model),
-                 in_shardings=(None, mesh_lib.batch_sharded(mesh)),
-                 out_shardings=mesh_lib.replicated(mesh))
+  step = _compiled_step(model, mesh)
   out = {"unmasked": [], "masked": []}
   for batch in pipeline.eval_batches(faceset, indices, data_cfg, seed, batch_size):
     for view in out:
