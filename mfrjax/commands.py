@@ -3,7 +3,7 @@
     mfrjax-embed    --workdir=W --images=DIR|LIST.txt --out=emb.npz [--flip]
     mfrjax-verify   --workdir=W a.png b.png [--threshold=far=0.001|far=0.01|best_accuracy|0.4]
     mfrjax-identify --workdir=W --gallery=DIR --probes=DIR [--csv=matches.csv]
-    mfrjax-export   --workdir=W --out=PATH [--flip]     (StableHLO, mfrjax/exported.py)
+    mfrjax-export   --workdir=W --out=PATH [--format=stablehlo|onnx] (mfrjax/exported.py)
 
 (also `python -m mfrjax.commands embed|verify|identify|export ...`). Images are what the run
 trained on: aligned crops for an aligned run (`tools/align_faces.py` makes them), photos
@@ -176,19 +176,27 @@ def identify_main(argv=None) -> int:
 def export_main(argv=None) -> int:
   p = argparse.ArgumentParser(
       prog="mfrjax-export", formatter_class=argparse.RawDescriptionHelpFormatter,
-      description="Exports a run's embedding network as StableHLO (jax.export).",
-      epilog="The graph expects uint8 (N, H, W, C) images as the run's preprocessing makes "
-             "them (size, channels - BGR or grey -, centre crop, alignment: written to "
-             "<out>.json), scales (x - 127.5) / 127.5 itself and returns (N, D) float32 "
-             "L2-normalised embeddings; N is free. Load with mfrjax.exported.load(<out>), "
-             "which needs only jax.")
+      description="Exports a run's embedding network as StableHLO (jax.export) or ONNX.",
+      epilog="stablehlo: the graph expects uint8 (N, H, W, C) images as the run's "
+             "preprocessing makes them (size, channels - BGR or grey -, centre crop, "
+             "alignment: written to <out>.json), scales (x - 127.5) / 127.5 itself and "
+             "returns (N, D) float32 L2-normalised embeddings; N is free. Load with "
+             "mfrjax.exported.load(<out>), which needs only jax. onnx (the 'export' extra): "
+             "insightface's convention, float32 (N, 3, S, S) RGB scaled (x - 127.5) / 127.5, "
+             "S the run's image size; same output.")
   _common(p)
-  p.add_argument("--out", required=True, help="path without suffix: <out>.stablehlo, .json")
+  p.add_argument("--out", required=True,
+                 help="path without suffix: <out>.stablehlo + <out>.json, or <out>.onnx + "
+                      "<out>.onnx.json")
+  p.add_argument("--format", default="stablehlo", choices=("stablehlo", "onnx"))
   args = p.parse_args(argv)
   from mfrjax import exported  # pylint: disable=import-outside-toplevel
-  meta = exported.export(_embedder(args), args.out, flip=args.flip)
-  print(f"-> {args.out}{exported.SUFFIX} (input uint8 {meta['input']['shape']}, output "
-        f"{meta['output']['shape']}), {args.out}{exported.META}")
+  write = exported.export if args.format == "stablehlo" else exported.export_onnx
+  meta = write(_embedder(args), args.out, flip=args.flip)
+  suffix, info = ((exported.SUFFIX, exported.META) if args.format == "stablehlo"
+                  else (exported.ONNX, exported.ONNX_META))
+  print(f"-> {args.out}{suffix} (input {meta['input']['dtype']} {meta['input']['shape']}), "
+        f"{args.out}{info}")
   return 0
 
 

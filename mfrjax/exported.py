@@ -1,4 +1,4 @@
-"""A trained model as a StableHLO artifact (jax.export), and the loader that runs it.
+"""A trained model as a StableHLO artifact (jax.export) with its loader, or as ONNX.
 
     mfrjax-export --workdir=/tmp/arc112 --out=/tmp/arc112_model    # writes the two files:
 
@@ -12,6 +12,13 @@ Loading needs jax and numpy only, not mfrjax's models or the run:
 
     model = exported.load("/tmp/arc112_model")
     vectors = model(batch_uint8)          # (N, D) float32
+
+ONNX (`--format=onnx`, the `export` extra: jax2onnx converts, onnxruntime runs it) in
+insightface's input convention, so tools written for insightface's ONNX recognisers take
+it as they are: `<out>.onnx` (and `<out>.onnx.json`) with input float32 (N, 3, S, S), RGB, (x - 127.5) / 127.5,
+N free, S the run's image size (112 for aligned runs); a grey model converts RGB to grey
+inside the graph (ITU-R BT.601 weights, as OpenCV), a colour one reorders to its BGR, an
+upper-face model cuts the top rows itself. Output (N, D) float32, L2-normalised.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SUFFIX, META = ".stablehlo", ".json"
+SUFFIX, META, ONNX = ".stablehlo", ".json", ".onnx"
+ONNX_META = ".onnx.json"  # its own, so both formats can share an <out>
+EXTRA = "pip install 'mfrjax[export]'"
 
 
 def export(embedder, out: str, flip: bool = False) -> dict:
@@ -49,6 +58,45 @@ def export(embedder, out: str, flip: bool = False) -> dict:
                      "l2_normalised": True},
           "flip_tta": flip, "preprocessing": embedder.preprocessing, "step": embedder.step}
   with open(out + META, "w", encoding="utf-8") as f:
+    json.dump(meta, f, indent=1)
+  return meta
+
+
+def _insightface_graph(embedder, flip: bool):
+  """(N, 3, S, S) RGB in [-1, 1] -> (N, D) unit vectors, with the run's channel handling."""
+  model, variables = embedder.model, embedder.variables
+  h = embedder.input_shape[0]
+  channels = embedder.preprocessing["channels"]
+
+  def embed(x):
+    x = jnp.transpose(x, (0, 2, 3, 1))                                  # NHWC, RGB
+    if channels == 1:   # cv2.COLOR_BGR2GRAY's weights; linear, so it commutes with scaling
+      x = (x @ jnp.array([0.299, 0.587, 0.114], jnp.float32))[..., None]
+    else:
+      x = x[..., ::-1]  # the run's BGR order
+    x = x[:, :h]        # the upper-face cut, if the run has one (else all rows)
+    v = model.apply(variables, x, method=model.embed).astype(jnp.float32)
+    if flip:
+      v = v + model.apply(variables, x[:, :, ::-1], method=model.embed).astype(jnp.float32)
+    return v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+  return embed
+
+
+def export_onnx(embedder, out: str, flip: bool = False) -> dict:
+  """Writes `<out>.onnx` (module docstring) and `<out>.onnx.json`."""
+  try:
+    from jax2onnx import to_onnx  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError(f"ONNX export needs the 'export' extra: {EXTRA}") from e
+  s = embedder.preprocessing["image_size"]
+  to_onnx(_insightface_graph(embedder, flip), [("N", 3, s, s)], return_mode="file",
+          output_path=out + ONNX)
+  meta = {"format": "onnx (insightface convention)",
+          "input": {"shape": ["N", 3, s, s], "dtype": "float32", "channels": "RGB",
+                    "scaling": "(x - 127.5) / 127.5"},
+          "output": {"l2_normalised": True, "dtype": "float32"},
+          "flip_tta": flip, "preprocessing": embedder.preprocessing, "step": embedder.step}
+  with open(out + ONNX_META, "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=1)
   return meta
 

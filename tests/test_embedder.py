@@ -1,5 +1,6 @@
 """mfrjax.embedder: a run's model used from its workdir alone (run.json + weights)."""
 
+import importlib.util
 import json
 import os
 
@@ -177,3 +178,25 @@ def test_stablehlo_export_runs_without_the_model_code(run, tmp_path, shared_data
   np.testing.assert_allclose(model(x[:2]), got[:2], atol=1e-6)   # another batch size
   with pytest.raises(ValueError, match="expected uint8"):
     model(x.astype(np.float32))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax2onnx") is None
+                    or importlib.util.find_spec("onnxruntime") is None,
+                    reason="ONNX export needs: pip install '.[export]'")
+def test_onnx_export_in_insightface_convention_matches_jax(run, tmp_path, shared_data):
+  """onnxruntime on the exported graph, fed as insightface feeds its models (N x 3 x S x S,
+  RGB, (x - 127.5) / 127.5), gives the Embedder's vectors on real LFW photos."""
+  import onnxruntime  # pylint: disable=import-outside-toplevel
+  workdir, _ = run
+  out = str(tmp_path / "model")
+  assert commands.export_main(["--workdir", workdir, "--out", out, "--format", "onnx"]) == 0
+  emb = embedder.Embedder.from_workdir(workdir)
+  photos = sorted((shared_data / "lfw").glob("*/*.jpg"))[:6]
+  x = np.stack([emb.preprocess(sources.read_image(str(p))) for p in photos])  # grey (N,S,S,1)
+  rgb = np.repeat(x, 3, axis=3).astype(np.float32)
+  feed = (np.transpose(rgb, (0, 3, 1, 2)) - 127.5) / 127.5
+  session = onnxruntime.InferenceSession(out + ".onnx")
+  assert session.get_inputs()[0].shape[1:] == [3, x.shape[1], x.shape[2]]
+  got = session.run(None, {session.get_inputs()[0].name: feed})[0]
+  np.testing.assert_allclose(got, emb.embed(x), atol=1e-4)
+  assert json.load(open(out + ".onnx.json"))["input"]["channels"] == "RGB"

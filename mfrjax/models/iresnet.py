@@ -58,7 +58,7 @@ class FocusStem(nn.Module):
       raise ValueError(f"config.model.stem='focus' needs an image side divisible by 4, got "
                        f"{h}x{w}; change config.data.image_size")
     bn = batch_norm(train, self.dtype, self.axis_name)
-    a = nn.avg_pool(x, (2, 2), (2, 2))
+    a = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
     a = nn.Conv(self.features, (2, 2), 2, padding="VALID", use_bias=False, dtype=self.dtype)(a)
     a = PReLU()(bn()(a))
     b = nn.Conv(self.features, (3, 3), 2, padding=((1, 1), (1, 1)), use_bias=False,

@@ -71,7 +71,7 @@ class ResNet(nn.Module):
     bn = batch_norm(train, self.dtype, self.axis_name)
     if self.stem == "imagenet":
       x = nn.relu(bn()(_conv(self.widths[0], (7, 7), 2, padding=3, dtype=self.dtype)(x)))
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+      x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == "face":
       x = nn.relu(bn()(_conv(self.widths[0], (3, 3), 1, dtype=self.dtype)(x)))
     else:
