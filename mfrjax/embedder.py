@@ -41,6 +41,26 @@ def checkpoint_steps(workdir: str) -> list[int]:
                 if n.isdigit() and os.path.isdir(os.path.join(d, n, "state")))
 
 
+def _restore_numpy(ckpt, path, wanted: dict) -> dict:
+  return ckpt.restore(path, args=ocp.args.PyTreeRestore(
+      item=jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), wanted),
+      restore_args=jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted),
+      partial_restore=True))
+
+
+def read_best_weights(workdir: str) -> tuple[dict, int]:
+  """The weights of the best evaluation (config.eval_every; train.BestWeights) and its step."""
+  best = os.path.join(workdir, "best")
+  steps = sorted(int(n) for n in os.listdir(best) if n.isdigit()) if os.path.isdir(best) else []
+  if not steps:
+    raise FileNotFoundError(f"{best} holds no weights: the run did not evaluate during "
+                            "training (config.eval_every=0)")
+  path = epath.Path(best).absolute() / str(steps[-1]) / "weights"
+  ckpt = ocp.PyTreeCheckpointer()
+  tree = ckpt.metadata(path).item_metadata.tree
+  return _restore_numpy(ckpt, path, {k: v for k, v in tree.items() if v}), steps[-1]
+
+
 def read_weights(workdir: str, step: int | None, use_ema: bool) -> tuple[dict, int]:
   """{'params', 'batch_stats'} of a checkpoint as NumPy arrays, and its step."""
   steps = checkpoint_steps(workdir)
@@ -61,10 +81,7 @@ def read_weights(workdir: str, step: int | None, use_ema: bool) -> tuple[dict, i
   source = tree["ema"] if use_ema else tree
   weights = {k: source[k] for k in ("params", "batch_stats") if source.get(k)}
   wanted = {"ema": weights} if use_ema else weights
-  restored = ckpt.restore(path, args=ocp.args.PyTreeRestore(
-      item=jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), wanted),
-      restore_args=jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted),
-      partial_restore=True))
+  restored = _restore_numpy(ckpt, path, wanted)
   return (restored["ema"] if use_ema else restored), step
 
 
@@ -97,18 +114,23 @@ class Embedder:
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, use_ema: bool | None = None,
-                   batch_size: int = 64) -> "Embedder":
+                   batch_size: int = 64, best: bool = False) -> "Embedder":
     """Loads a run (finished or still training) from its workdir.
 
     Args:
       step: a checkpoint step; None = the latest.
       use_ema: the moving average of the weights; None = if the run kept one.
+      best: the weights of the best evaluation during training (config.eval_every), as
+        the evaluator used them (step and use_ema do not apply).
     """
     info = run_info.read(workdir)
     config = info["config"]
     if use_ema is None:
       use_ema = bool(config.ema.enabled)
-    variables, step = read_weights(workdir, step, use_ema)
+    if best:
+      variables, step = read_best_weights(workdir)
+    else:
+      variables, step = read_weights(workdir, step, use_ema)
     model = methods.get_method(config.method).build_model(config.model,
                                                           num_classes=info["num_classes"])
     return cls(model, variables, info["preprocessing"], batch_size, step)

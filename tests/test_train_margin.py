@@ -153,6 +153,16 @@ def test_eval_every_logs_evaluations_and_keeps_the_best_weights(tmp_path):
   assert os.listdir(os.path.join(workdir, "best")) == [str(best["step"])]
   saved = json.load(open(os.path.join(workdir, "best.json")))
   assert saved["best"] == best and saved["history"] == hist
+  # The Embedder loads the best weights; with the best at the last step they are the
+  # final EMA weights, otherwise they differ from them.
+  from mfrjax import embedder  # pylint: disable=import-outside-toplevel
+  fs = pipeline.build_faceset(cfg.data, cfg.seed)
+  images = [fs.load(i, False) for i in range(4)]
+  b = embedder.Embedder.from_workdir(workdir, best=True, batch_size=4)
+  assert b.step == best["step"]
+  final = embedder.Embedder.from_workdir(workdir, batch_size=4).embed(images)
+  same = np.abs(b.embed(images) - final).max() < 1e-6
+  assert same == (best["step"] == res["steps"])
   # A metric the evaluation does not write is refused before the first step.
   bad = load_config("arcface", **{"eval_every": 2, "eval.best_metric": "eval/nope"})
   with pytest.raises(ValueError, match="best_metric='eval/nope'.*eval/masked_vs_unmasked"):
