@@ -37,6 +37,12 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: 
   manager.wait_until_finished()
 
 
+def save_weights(manager: ocp.CheckpointManager, step: int, weights) -> None:
+  """Saves a weights-only tree (the best evaluation's, train.BestWeights) at `step`."""
+  manager.save(step, args=ocp.args.Composite(weights=ocp.args.StandardSave(weights)))
+  manager.wait_until_finished()
+
+
 def _locate(path: str) -> tuple[ocp.CheckpointManager, int]:
   """A manager and step for `config.resume`: a checkpoints dir (latest step) or a step dir."""
   p = epath.Path(path).absolute()

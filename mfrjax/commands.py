@@ -22,6 +22,7 @@ import sys
 import numpy as np
 
 from mfrjax.data import sources
+from mfrjax.eval import identification
 from mfrjax.progress import Progress, Summary
 
 
@@ -121,9 +122,9 @@ def verify_main(argv=None) -> int:
                        f"(calibrated: {sorted(k for k, v in table.items() if v is not None)}); "
                        "give a number instead")
     t, source = float(table[args.threshold]), f"{args.threshold}, {args.track} track"
-  for path in args.images:
-    sources.read_image(path)  # a clear error naming the file before any model is loaded
-  x = _embedder(args).embed(list(args.images), flip=args.flip)
+  # Decoded before the model is loaded, so a bad file is named at once; embedded as read.
+  images = [sources.read_image(path) for path in args.images]
+  x = _embedder(args).embed(images, flip=args.flip)
   score = float(x[0] @ x[1])
   print(f"score {score:.4f}; threshold {t:.4f} ({source}): "
         f"{'same person' if score >= t else 'different people'}")
@@ -151,10 +152,8 @@ def identify_main(argv=None) -> int:
   (g, g_id, g_path), (q, q_id, q_path) = sets["gallery"], sets["probes"]
   sim = q @ g.T
   order = np.argsort(-sim, axis=1, kind="stable")
-  ranked_ids = np.asarray(g_id)[order]
-  # Rank of the first gallery image of the probe's own identity (inf if not enrolled).
-  hits = ranked_ids == np.asarray(q_id)[:, None]
-  rank = np.where(hits.any(1), hits.argmax(1) + 1, np.inf)
+  # Rank of the probe's person among the gallery's people (inf if not enrolled).
+  rank = identification.identity_ranks(sim, np.asarray(g_id), np.asarray(q_id))
   enrolled = np.isfinite(rank)
   for k in (1, 5):
     print(f"rank-{k}: {100 * np.mean(rank <= k):.2f}% of {len(q_id)} probes "

@@ -85,12 +85,20 @@ def read_weights(workdir: str, step: int | None, use_ema: bool) -> tuple[dict, i
   return (restored["ema"] if use_ema else restored), step
 
 
-def _forward(variables, images, *, model, flip: bool):
-  x = embed_lib.to_float(images)
+def forward(variables, x, *, model, flip: bool, normalize: bool = False):
+  """Embeddings of float images `x` (N, H, W, C) already scaled to [-1, 1]; with `flip`
+  the mirror image's embedding is added (insightface's test-time augmentation). The one
+  graph the Embedder runs and the exporters (exported.py) trace."""
   out = model.apply(variables, x, method=model.embed).astype(jnp.float32)
-  if flip:  # insightface's test-time augmentation: add the mirror image's embedding
+  if flip:
     out = out + model.apply(variables, x[:, :, ::-1], method=model.embed).astype(jnp.float32)
+  if normalize:
+    out = out / jnp.maximum(jnp.linalg.norm(out, axis=1, keepdims=True), 1e-12)
   return out
+
+
+def _forward(variables, images, *, model, flip: bool):
+  return forward(variables, embed_lib.to_float(images), model=model, flip=flip)
 
 
 class Embedder:
@@ -137,13 +145,8 @@ class Embedder:
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
-    p = self.preprocessing
-    u = p["upper_face"]
-    s, c = p["image_size"], p["channels"]
-    if u["enabled"]:
-      return transforms.keep_top_blocks(np.zeros((s, s, c), np.uint8), u["grid"],
-                                        u["keep_blocks"]).shape
-    return (s, s, c)
+    """(H, W, C) the network takes (pipeline.input_shape at train time)."""
+    return tuple(self.preprocessing["input_shape"])
 
   def align(self, photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """A photo as the training images were: aligned to the template if the run's data

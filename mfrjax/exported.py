@@ -36,15 +36,13 @@ EXTRA = "pip install 'mfrjax[export]'"
 
 def export(embedder, out: str, flip: bool = False) -> dict:
   """Writes `<out>.stablehlo` and `<out>.json` for an mfrjax.embedder.Embedder."""
-  variables = embedder.variables
-  model = embedder.model
+  # mfrjax is imported here, not at the top: the loader below must run with jax alone.
+  from mfrjax import embedder as embedder_lib  # pylint: disable=import-outside-toplevel
+  from mfrjax.eval import embed as embed_lib  # pylint: disable=import-outside-toplevel
 
   def embed(images):
-    x = images.astype(jnp.float32) / 127.5 - 1.0
-    v = model.apply(variables, x, method=model.embed).astype(jnp.float32)
-    if flip:
-      v = v + model.apply(variables, x[:, :, ::-1], method=model.embed).astype(jnp.float32)
-    return v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return embedder_lib.forward(embedder.variables, embed_lib.to_float(images),
+                                model=embedder.model, flip=flip, normalize=True)
 
   n = jax.export.symbolic_shape("n")[0]
   h, w, c = embedder.input_shape
@@ -52,19 +50,24 @@ def export(embedder, out: str, flip: bool = False) -> dict:
   exp = jax.export.export(jax.jit(embed))(spec)
   with open(out + SUFFIX, "wb") as f:
     f.write(exp.serialize())
-  meta = {"format": "jax.export (StableHLO)", "input": {"shape": ["N", h, w, c],
-                                                        "dtype": "uint8"},
-          "output": {"shape": ["N", int(exp.out_avals[0].shape[1])], "dtype": "float32",
-                     "l2_normalised": True},
+  return _write_meta(out + META, "jax.export (StableHLO)",
+                     {"shape": ["N", h, w, c], "dtype": "uint8"},
+                     int(exp.out_avals[0].shape[1]), embedder, flip)
+
+
+def _write_meta(path: str, fmt: str, inputs: dict, dim: int, embedder, flip: bool) -> dict:
+  """The artifact's contract beside it: input, output, flip TTA, the run's preprocessing."""
+  meta = {"format": fmt, "input": inputs,
+          "output": {"shape": ["N", dim], "dtype": "float32", "l2_normalised": True},
           "flip_tta": flip, "preprocessing": embedder.preprocessing, "step": embedder.step}
-  with open(out + META, "w", encoding="utf-8") as f:
+  with open(path, "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=1)
   return meta
 
 
 def _insightface_graph(embedder, flip: bool):
   """(N, 3, S, S) RGB in [-1, 1] -> (N, D) unit vectors, with the run's channel handling."""
-  model, variables = embedder.model, embedder.variables
+  from mfrjax import embedder as embedder_lib  # pylint: disable=import-outside-toplevel
   h = embedder.input_shape[0]
   channels = embedder.preprocessing["channels"]
 
@@ -75,10 +78,8 @@ def _insightface_graph(embedder, flip: bool):
     else:
       x = x[..., ::-1]  # the run's BGR order
     x = x[:, :h]        # the upper-face cut, if the run has one (else all rows)
-    v = model.apply(variables, x, method=model.embed).astype(jnp.float32)
-    if flip:
-      v = v + model.apply(variables, x[:, :, ::-1], method=model.embed).astype(jnp.float32)
-    return v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return embedder_lib.forward(embedder.variables, x, model=embedder.model, flip=flip,
+                                normalize=True)
   return embed
 
 
@@ -89,16 +90,12 @@ def export_onnx(embedder, out: str, flip: bool = False) -> dict:
   except ImportError as e:
     raise ImportError(f"ONNX export needs the 'export' extra: {EXTRA}") from e
   s = embedder.preprocessing["image_size"]
-  to_onnx(_insightface_graph(embedder, flip), [("N", 3, s, s)], return_mode="file",
-          output_path=out + ONNX)
-  meta = {"format": "onnx (insightface convention)",
-          "input": {"shape": ["N", 3, s, s], "dtype": "float32", "channels": "RGB",
-                    "scaling": "(x - 127.5) / 127.5"},
-          "output": {"l2_normalised": True, "dtype": "float32"},
-          "flip_tta": flip, "preprocessing": embedder.preprocessing, "step": embedder.step}
-  with open(out + ONNX_META, "w", encoding="utf-8") as f:
-    json.dump(meta, f, indent=1)
-  return meta
+  graph = _insightface_graph(embedder, flip)
+  to_onnx(graph, [("N", 3, s, s)], return_mode="file", output_path=out + ONNX)
+  dim = jax.eval_shape(graph, jax.ShapeDtypeStruct((1, 3, s, s), jnp.float32)).shape[1]
+  return _write_meta(out + ONNX_META, "onnx (insightface convention)",
+                     {"shape": ["N", 3, s, s], "dtype": "float32", "channels": "RGB",
+                      "scaling": "(x - 127.5) / 127.5"}, int(dim), embedder, flip)
 
 
 class Loaded:

@@ -17,6 +17,8 @@ import os
 
 import ml_collections
 
+from mfrjax.data import pipeline
+
 FILE = "run.json"
 # The one pixel scaling of the project (eval/embed.to_float): uint8 -> (x - 127.5) / 127.5.
 PIXEL_MEAN, PIXEL_STD = 127.5, 127.5
@@ -31,6 +33,7 @@ def preprocessing(data_cfg) -> dict:
           "alignment": str(data_cfg.alignment),
           "upper_face": {"enabled": bool(u.enabled), "grid": int(u.grid),
                          "keep_blocks": int(u.keep_blocks)},
+          "input_shape": list(pipeline.input_shape(data_cfg)),  # (H, W, C) after the cut
           "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
 
 

@@ -24,10 +24,13 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from mfrjax import checkpoint, methods, optim, run_info, state as state_lib
-from mfrjax.data import pair_sets, pipeline, sources
+from mfrjax.data import align, pair_sets, pipeline, sources
 from mfrjax.eval import classifiers, embed, identification, plots, report, verification
 from mfrjax.parallel import grad_reduce, powersgd
 from mfrjax.parallel import mesh as mesh_lib
+
+
+ALIGNMENTS = ("none",) + tuple(align.TEMPLATES)  # config.data.alignment
 
 
 class PowerSGDContext(NamedTuple):
@@ -208,6 +211,10 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   if config.grad_reduce not in grad_reduce.MODES:
     raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
                      f"{grad_reduce.MODES}")
+  if config.data.alignment not in ALIGNMENTS:
+    raise ValueError(f"config.data.alignment={config.data.alignment!r}; valid: {ALIGNMENTS} "
+                     "(what the training images are: photos, or crops aligned by "
+                     "tools/align_faces.py)")
   if not config.sync_batch_norm and config.grad_reduce not in grad_reduce.EXPLICIT:
     raise ValueError("config.sync_batch_norm=False normalises each device's batch on its own, "
                      "which needs the per-device step: set config.grad_reduce='flat' or "
@@ -427,9 +434,7 @@ class BestWeights:
       self.record = {"step": int(step), "metric": self.metric, "value": value}
       if self._manager is None:
         self._manager = checkpoint.make_manager(self._dir, keep=1)
-      self._manager.save(step, args=checkpoint.ocp.args.Composite(
-          weights=checkpoint.ocp.args.StandardSave(eval_variables(self.config, state))))
-      self._manager.wait_until_finished()
+      checkpoint.save_weights(self._manager, step, eval_variables(self.config, state))
     if jax.process_index() == 0:
       with open(self.path + ".tmp", "w", encoding="utf-8") as f:
         json.dump({"best": self.record, "history": self.history}, f, indent=1)

@@ -10,7 +10,7 @@ import pytest
 
 from mfrjax import run_info, train
 from mfrjax.data import landmarks, sources
-from mfrjax.eval import peer
+from mfrjax.eval import identification, peer
 from tests.conftest import ROOT, load_config
 
 spec = importlib.util.spec_from_file_location("peer_tool", ROOT / "tools" / "peer_benchmark.py")
@@ -77,15 +77,26 @@ def test_rank_k_and_tar_by_hand():
   # probe 0 -> own first; probe 1 (person 1) has person 0 closer: rank 2; probe 2 rank 3.
   probes = np.array([[1, 0.1], [1, 0.5], [0.2, 1]], float)
   pl = np.array([0, 1, 2])
-  r = peer.rank_k(gallery, gl, probes, pl, ks=(1, 2, 3))
+  r = peer.rank_k(peer.similarity(gallery, probes), gl, pl, ks=(1, 2, 3))
   assert r == {"rank1": pytest.approx(1 / 3), "rank2": pytest.approx(2 / 3), "rank3": 1.0}
   # 3 genuine, 6 impostor scores; at FAR 1/6 one impostor may pass.
   sim = (probes / np.linalg.norm(probes, axis=1, keepdims=True)) @ gallery.T
   gen = sim[np.arange(3), pl]
   imp = np.sort(sim[~np.eye(3, dtype=bool)])[::-1]
   want = float((gen >= imp[0]).mean())  # threshold at the best impostor accepts 1 of 6
-  got = peer.tar_at_far(gallery, gl, probes, pl, fars=(1 / 6,))
+  got = peer.tar_at_far(peer.similarity(gallery, probes), gl, pl, fars=(1 / 6,))
   assert got[f"{1 / 6:g}"] == pytest.approx(want)
+
+
+def test_identity_ranks_count_people_not_images():
+  # Gallery: person 0 twice (0.9, 0.8), person 1 (0.85), person 2 (0.95); probe of 1.
+  sim = np.array([[0.9, 0.8, 0.85, 0.95], [0.9, 0.8, 0.85, 0.95]])
+  gl = np.array([0, 0, 1, 2])
+  ranks = identification.identity_ranks(sim, gl, np.array([1, 7]))
+  # Person 1 is beaten by persons 2 and 0 (0.8 does not count twice): rank 3; person 7 is
+  # not enrolled.
+  assert ranks.tolist() == [3.0, np.inf]
+  assert identification.identity_ranks(sim[:1], gl, np.array([2])).tolist() == [1.0]
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +175,10 @@ def test_arcface_lfw_is_the_aligned_recipe_and_lfw_centre_the_old_one():
   assert centre.data.to_dict() == load_config("barlow", "lfw").data.to_dict() | {
       k: v for k, v in centre.data.to_dict().items() if k in ("sampler", "augment",
                                                               "masked_share")}
+
+
+def test_unknown_alignment_is_refused_before_training():
+  from mfrjax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"config.data.alignment='112'; valid: \('none', "
+                                       r"'112x112', '96x112'\)"):
+    train.setup(load_config("arcface", **{"data.alignment": "112"}), mesh_lib.make_mesh())

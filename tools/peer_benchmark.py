@@ -64,6 +64,11 @@ def aggregate(results: list[dict]) -> dict:
   return out
 
 
+def _bar(desc: str, quiet: bool):
+  """A wrapper that yields the items of a list with a progress bar (progress.py)."""
+  return lambda items: map_progress(lambda x: x, items, workers=1, desc=desc, quiet=quiet)
+
+
 def _cache_key(args) -> str:
   spec = f"{os.path.abspath(args.root)}|{args.holdout_percent}|{args.max_per_identity}|" \
          f"{args.seed}|{args.mask_types}|{args.mask_seed}|{args.limit_identities}|{args.upsample}"
@@ -76,8 +81,7 @@ def locate(protocol, args):
     with np.load(path) as f:
       photos = [sources.read_image(os.path.join(protocol.root, r)) for r in protocol.rels]
       return peer.Faces(photos, f["five"], f["boxes"], f["detected"])
-  bar = lambda xs: map_progress(lambda x: x, xs, workers=1, desc="faces", quiet=args.quiet)  # noqa: E731
-  faces = peer.locate_faces(protocol, args.upsample, progress=bar)
+  faces = peer.locate_faces(protocol, args.upsample, progress=_bar("faces", args.quiet))
   if path:
     os.makedirs(args.cache, exist_ok=True)
     np.savez(path, five=faces.five, boxes=faces.boxes, detected=faces.detected)
@@ -90,9 +94,7 @@ def dlib_row(faces, views, protocol, args) -> dict:
     with np.load(path) as f:
       got = {"embeddings": {v: f[v] for v in peer.VIEWS}, "seconds": float(f["seconds"])}
   else:
-    bar = lambda xs: map_progress(lambda x: x, xs, workers=1, desc="dlib",  # noqa: E731
-                                  quiet=args.quiet)
-    got = peer.run_dlib(faces, views, protocol, progress=bar)
+    got = peer.run_dlib(faces, views, protocol, progress=_bar("dlib", args.quiet))
     if path:
       np.savez(path, seconds=got["seconds"], **got["embeddings"])
   return {**peer.evaluate(got["embeddings"], protocol), "seconds": got["seconds"]}

@@ -132,9 +132,11 @@ class Detection(NamedTuple):
   faces: int                # how many faces the detector found
 
 
-def _model_file(name: str) -> str:
-  # Located without importing face_recognition_models, whose __init__ needs
-  # pkg_resources (gone from recent setuptools).
+def model_file(name: str) -> str:
+  """Path of a dlib model file shipped by face-recognition-models (the extra).
+
+  Located without importing face_recognition_models, whose __init__ needs pkg_resources
+  (gone from recent setuptools)."""
   spec = importlib.util.find_spec("face_recognition_models")
   if spec is None or not spec.submodule_search_locations:
     raise MissingExtra(f"the landmark detector needs the '{EXTRA}' extra: {INSTALL}")
@@ -164,7 +166,7 @@ class Detector:
             else "shape_predictor_5_face_landmarks.dat")
     self.model, self.upsample = model, upsample
     self._detect = dlib.get_frontal_face_detector()
-    self._predict = dlib.shape_predictor(_model_file(name))
+    self._predict = dlib.shape_predictor(model_file(name))
 
   def __call__(self, img: np.ndarray) -> Detection | None:
     """Landmarks of the main face of a uint8 (H, W[, C]) BGR/grey image, or None."""

@@ -61,6 +61,31 @@ def knn_predict(gallery: np.ndarray, gallery_labels: np.ndarray, probes: np.ndar
   return out
 
 
+def identity_ranks(sim: np.ndarray, gallery_labels: np.ndarray, probe_labels: np.ndarray
+                   ) -> np.ndarray:
+  """Rank of each probe's own identity among the gallery identities.
+
+  Args:
+    sim: (P, G) probe x gallery similarities.
+    gallery_labels: (G,) identity of each gallery entry (several entries may share one).
+    probe_labels: (P,) identity of each probe.
+
+  Returns:
+    (P,) float: 1 + the number of other identities whose best entry scores strictly
+    higher than the probe's own best entry (ties favour the true identity); inf for a
+    probe whose identity is not in the gallery.
+  """
+  gallery_labels, probe_labels = np.asarray(gallery_labels), np.asarray(probe_labels)
+  order = np.argsort(gallery_labels, kind="stable")
+  ids, start = np.unique(gallery_labels[order], return_index=True)
+  best = np.maximum.reduceat(np.asarray(sim)[:, order], start, axis=1)   # (P, identities)
+  col = np.searchsorted(ids, probe_labels)
+  enrolled = (col < len(ids)) & (ids[np.minimum(col, len(ids) - 1)] == probe_labels)
+  own = best[np.arange(len(probe_labels)), np.minimum(col, len(ids) - 1)]
+  rank = 1.0 + (best > own[:, None]).sum(1)
+  return np.where(enrolled, rank, np.inf)
+
+
 def gallery_probe_split(labels: np.ndarray, gallery_fraction: float, seed: int) -> np.ndarray:
   """Boolean mask: True for gallery images, False for probes.
 

@@ -141,23 +141,23 @@ def probe_views(faces: Faces, protocol: Protocol, mask_types: tuple[str, ...],
   return views
 
 
-def rank_k(gallery: np.ndarray, gallery_labels: np.ndarray, probes: np.ndarray,
-           probe_labels: np.ndarray, ks=(1, 5)) -> dict[str, float]:
-  """Share of probes whose own person is among the k most cosine-similar gallery
-  entries (one gallery entry per person)."""
-  sim = identification.l2_normalize(probes) @ identification.l2_normalize(gallery).T
-  own = np.array([np.flatnonzero(gallery_labels == y)[0] for y in probe_labels])
-  own_score = sim[np.arange(len(probes)), own]
-  # Rank = 1 + gallery entries scoring strictly higher than the true one (ties favour it).
-  rank = 1 + (sim > own_score[:, None]).sum(1)
+def similarity(gallery: np.ndarray, probes: np.ndarray) -> np.ndarray:
+  """(P, G) cosine similarities."""
+  return identification.l2_normalize(probes) @ identification.l2_normalize(gallery).T
+
+
+def rank_k(sim: np.ndarray, gallery_labels: np.ndarray, probe_labels: np.ndarray,
+           ks=(1, 5)) -> dict[str, float]:
+  """Share of probes whose own person is among the k most similar gallery people
+  (identification.identity_ranks)."""
+  rank = identification.identity_ranks(sim, gallery_labels, probe_labels)
   return {f"rank{k}": float((rank <= k).mean()) for k in ks}
 
 
-def tar_at_far(gallery: np.ndarray, gallery_labels: np.ndarray, probes: np.ndarray,
-               probe_labels: np.ndarray, fars=FARS) -> dict[str, float | None]:
+def tar_at_far(sim: np.ndarray, gallery_labels: np.ndarray, probe_labels: np.ndarray,
+               fars=FARS) -> dict[str, float | None]:
   """Verification over every probe x gallery pair (module docstring)."""
-  sim = identification.l2_normalize(probes) @ identification.l2_normalize(gallery).T
-  same = probe_labels[:, None] == gallery_labels[None, :]
+  same = np.asarray(probe_labels)[:, None] == np.asarray(gallery_labels)[None, :]
   return verification.tar_at_far(sim.reshape(-1), same.reshape(-1), fars)
 
 
@@ -168,9 +168,9 @@ def evaluate(embeddings: dict[str, np.ndarray], protocol: Protocol) -> dict:
   out = {}
   for view in VIEWS:
     probes = embeddings[view][p] if view == "unmasked" else embeddings[view]
-    out[view] = {**rank_k(gallery, gl, probes, pl),
-                 **{f"tar@far={f:g}": t for f, t in
-                    zip(FARS, tar_at_far(gallery, gl, probes, pl).values())}}
+    sim = similarity(gallery, probes)   # once per view, for both metrics
+    out[view] = {**rank_k(sim, gl, pl),
+                 **{f"tar@far={f:g}": t for f, t in zip(FARS, tar_at_far(sim, gl, pl).values())}}
   for view in VIEWS[1:]:
     out[view]["masked/standard"] = (out[view]["rank1"] / out["unmasked"]["rank1"]
                                     if out["unmasked"]["rank1"] else None)
@@ -192,9 +192,9 @@ class DlibRecogniser:
                                    f"{landmarks.INSTALL}") from e
     self._dlib = dlib
     self._shape = dlib.shape_predictor(
-        landmarks._model_file("shape_predictor_5_face_landmarks.dat"))  # pylint: disable=protected-access
+        landmarks.model_file("shape_predictor_5_face_landmarks.dat"))
     self._net = dlib.face_recognition_model_v1(
-        landmarks._model_file("dlib_face_recognition_resnet_model_v1.dat"))  # pylint: disable=protected-access
+        landmarks.model_file("dlib_face_recognition_resnet_model_v1.dat"))
 
   @staticmethod
   def _rgb(img: np.ndarray) -> np.ndarray:
