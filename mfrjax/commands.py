@@ -21,9 +21,18 @@ import sys
 
 import numpy as np
 
+from mfrjax import cli, run_info
 from mfrjax.data import sources
 from mfrjax.eval import identification
 from mfrjax.progress import Progress, Summary
+
+
+def _command(fn):
+  """A console script: user errors as one `error:` line and exit status 2 (mfrjax.cli)."""
+  def entry(argv=None) -> int:
+    return cli.run(fn, argv)
+  entry.__name__, entry.__doc__ = fn.__name__, fn.__doc__
+  return entry
 
 
 def _embedder(args):
@@ -73,6 +82,7 @@ def embed_paths(emb, paths: list[str], flip: bool, quiet: bool = False, desc: st
   return vectors, kept, summary
 
 
+@_command
 def embed_main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="mfrjax-embed", description=__doc__.split("\n")[0])
   _common(p)
@@ -95,6 +105,7 @@ def stored_thresholds(workdir: str, track: str) -> dict:
   """Thresholds the run calibrated on its held-out people (results.json)."""
   path = os.path.join(workdir, "results.json")
   if not os.path.exists(path):
+    run_info.read(workdir)  # names a workdir that is no run at all
     return {}
   with open(path, encoding="utf-8") as f:
     res = json.load(f)
@@ -102,6 +113,7 @@ def stored_thresholds(workdir: str, track: str) -> dict:
       "thresholds", {})
 
 
+@_command
 def verify_main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="mfrjax-verify",
                               description="Cosine score of two face images, same or not.")
@@ -118,7 +130,7 @@ def verify_main(argv=None) -> int:
   except ValueError:
     table = stored_thresholds(args.workdir, args.track)
     if args.threshold not in table or table[args.threshold] is None:
-      raise SystemExit(f"--threshold={args.threshold}: not in {args.workdir}/results.json "
+      raise ValueError(f"--threshold={args.threshold}: not in {args.workdir}/results.json "
                        f"(calibrated: {sorted(k for k, v in table.items() if v is not None)}); "
                        "give a number instead")
     t, source = float(table[args.threshold]), f"{args.threshold}, {args.track} track"
@@ -131,6 +143,7 @@ def verify_main(argv=None) -> int:
   return 0
 
 
+@_command
 def identify_main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="mfrjax-identify",
                               description="Rank-1/5 of probes against a gallery.")
@@ -147,7 +160,7 @@ def identify_main(argv=None) -> int:
     vectors, kept, summary = embed_paths(emb, paths, args.flip, args.quiet, desc=name)
     print(f"{name}: {summary.text()}")
     if not kept:
-      raise SystemExit(f"--{name}: no readable image")
+      raise ValueError(f"--{name}: no readable image")
     sets[name] = (vectors, [os.path.basename(os.path.dirname(k)) for k in kept], kept)
   (g, g_id, g_path), (q, q_id, q_path) = sets["gallery"], sets["probes"]
   sim = q @ g.T
@@ -172,6 +185,7 @@ def identify_main(argv=None) -> int:
   return 0
 
 
+@_command
 def export_main(argv=None) -> int:
   p = argparse.ArgumentParser(
       prog="mfrjax-export", formatter_class=argparse.RawDescriptionHelpFormatter,

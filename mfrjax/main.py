@@ -7,6 +7,8 @@ Multi-host: start one process per host with the same flags plus
 `jax.distributed.initialize` and train one model over every device of every host.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -17,18 +19,36 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and result
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host only).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host only).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host only).")
+flags.DEFINE_bool("debug", False, "Show the traceback of an error instead of one line.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries:
-  """Drops INFO records from orbax's and grain's internals; warnings still show."""
+  """Drops INFO records from orbax's and grain's internals; warnings and errors still
+  show, as one line each: their tracebacks (orbax logs one per writer thread when a save
+  fails) are left out, since the error that stops the run is reported once by main."""
 
   def filter(self, record):
-    return record.levelno > 20 or not any(n in record.pathname for n in ("/orbax/", "/grain/"))
+    if not any(n in record.pathname for n in ("/orbax/", "/grain/")):
+      return True
+    record.exc_info, record.exc_text = None, None
+    return record.levelno > 20
 
 
 def main(argv):
   del argv
+  from mfrjax import cli
+  try:
+    _main()
+  except cli.USER_ERRORS as e:
+    if FLAGS.debug:
+      raise
+    logging.error("%s", cli.message(e))  # also in the log file, for a run left unattended
+    sys.stderr.write(f"error: {cli.message(e)}\n(run with --debug for the traceback)\n")
+    sys.exit(2)
+
+
+def _main():
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # after flag parsing, so --help stays fast
 

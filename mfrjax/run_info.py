@@ -16,6 +16,7 @@ import json
 import os
 
 import ml_collections
+from absl import logging
 
 from mfrjax.data import pipeline
 
@@ -61,3 +62,61 @@ def read(workdir: str) -> dict:
     raise ValueError(f"{path} is damaged ({e}); it is rewritten when the run is resumed") from e
   info["config"] = ml_collections.ConfigDict(info["config"])
   return info
+
+
+# What may change between the start of a run and its resumption: how a run is watched,
+# saved, fed and evaluated, not what it trains on or how. num_epochs is allowed too when
+# the learning rate of every step already taken stays the same (train checks that).
+RESUME_SAFE = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_at_init",
+               "eval_every", "resume", "eval.", "data.num_workers", "data.prefetch",
+               "data.worker_processes", "data.cache_mb", "data.groups_csv")
+RESUME_IF_SCHEDULE_KEPT = ("num_epochs",)
+
+
+class ConfigChangedError(ValueError):
+  """A workdir's run is resumed with a config that trains something else."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_changes(stored: dict, config: ml_collections.ConfigDict) -> dict:
+  """{dotted key: (stored value, new value)} for every key that differs."""
+  new = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
+  old = _flat(stored)
+  return {k: (old.get(k, "<absent>"), new.get(k, "<absent>"))
+          for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")}
+
+
+def check_resume(workdir: str, config: ml_collections.ConfigDict) -> dict:
+  """Compares `config` with the config stored by the run being resumed in `workdir`.
+
+  Raises ConfigChangedError listing every changed key that is not safe to change
+  (RESUME_SAFE). Returns the changes of RESUME_IF_SCHEDULE_KEPT keys for the trainer to
+  check once it knows the step reached. A run without run.json (older than stored
+  configs) is resumed with a warning.
+  """
+  path = os.path.join(workdir, FILE)
+  if not os.path.exists(path):
+    logging.warning("%s is missing: cannot check that the resumed run's config is the one "
+                    "it started with", path)
+    return {}
+  changes = config_changes(read(workdir)["config"].to_dict(), config)
+  unsafe = {k: v for k, v in changes.items()
+            if not any(k == s or (s.endswith(".") and k.startswith(s))
+                       for s in RESUME_SAFE + RESUME_IF_SCHEDULE_KEPT)}
+  if unsafe:
+    lines = "\n".join(f"  config.{k}: {old!r} -> {new!r}" for k, (old, new) in unsafe.items())
+    raise ConfigChangedError(
+        f"--workdir={workdir} holds checkpoints of a run with another config; resuming it "
+        f"would continue a different experiment. Changed:\n{lines}\nUse another --workdir, or "
+        f"the config stored in {path}. Safe to change on resume: {', '.join(RESUME_SAFE)}; "
+        "num_epochs when the learning rate of the steps taken stays the same.")
+  return {k: v for k, v in changes.items() if k in RESUME_IF_SCHEDULE_KEPT}

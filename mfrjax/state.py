@@ -88,6 +88,10 @@ def create_train_state(rng: jax.Array, model, tx, input_shape, mesh: Mesh, comm_
   abstract = jax.eval_shape(init, rng)
   shardings = state_shardings(abstract, mesh, shard_classes)
   state = jax.jit(init, out_shardings=shardings)(rng)
+  # The abstract state carries the shardings of *this* mesh, so a checkpoint saved on
+  # another number of devices restores onto this one (elastic resume).
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
   return state, abstract, shardings
 
 

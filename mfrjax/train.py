@@ -23,7 +23,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from mfrjax import checkpoint, methods, optim, run_info, state as state_lib
+from mfrjax import checkpoint, methods, optim, run_info, state as state_lib, workdir_lock
 from mfrjax.data import align, pair_sets, pipeline, sources
 from mfrjax.eval import classifiers, embed, identification, plots, report, verification
 from mfrjax.parallel import grad_reduce, powersgd
@@ -178,9 +178,46 @@ def _steps_per_epoch(config, method: methods.Method, train_groups) -> int:
                        f"config.data.sampler='identities', not {config.data.sampler!r}")
     n = pipeline.identity_batches_per_epoch(train_groups, config.data, config.batch_size)
   if n == 0:
+    images, single = sum(map(len, train_groups)), sum(len(g) == 1 for g in train_groups)
+    why = (f"; {single} of the {len(train_groups)} training identities have a single image "
+           f"(config.data.max_images_per_identity={config.data.max_images_per_identity}, "
+           "config.data.min_images_per_identity)" if single else "")
     raise ValueError(f"config.batch_size={config.batch_size} is larger than one epoch of "
-                     "training data; lower it or add data")
+                     f"training data ({images} images of {len(train_groups)} identities for "
+                     f"config.method={config.method!r}{why}); lower it or add data")
   return n
+
+
+def check_evaluation_inputs(config, faceset, test_groups) -> None:
+  """What the evaluation after the last step reads, checked before the first: a test
+  identity with a probe, the groups CSV, the verification sets, and every evaluation
+  image decoded once (both views, as the evaluator loads them; they are few)."""
+  if not any(len(g) >= 2 for g in test_groups):
+    raise ValueError(
+        f"no test identity has two or more images ({len(test_groups)} test identities), so "
+        "the evaluation has no probe: raise config.data.test_fraction or add images per "
+        "identity (config.data.min_images_per_identity)")
+  _groups(config, faceset)  # config.data.groups_csv: readable, every identity listed
+  sets = [(pair_sets.read_pair_set(spec), "config.eval.verification.sets")
+          for spec in filter(None, (x.strip() for x in config.eval.verification.sets.split(",")))]
+  bad = []
+  for fset, indices, key in [(faceset, np.concatenate(test_groups), "config.data.root")] + [
+      (p, np.arange(len(p)), k) for p, k in sets]:
+    loader = pipeline.ViewLoader(fset, config.data, config.seed)
+    for i in indices:
+      for masked in (False, True):
+        try:
+          loader(int(i), masked, 0)
+        except Exception as e:  # noqa: BLE001 - reported below with the file
+          bad.append(f"{key}: {fset.describe(int(i))} ({'masked' if masked else 'unmasked'} "
+                     f"view): {e}")
+  if bad:
+    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise sources.ImageReadError(
+        f"{len(bad)} evaluation image(s) cannot be read; the evaluation after the last step "
+        "would fail, so training does not start. Remove them (tools/clean.py writes an "
+        "exclude list for config.data.exclude_list) or fix them:\n  "
+        + "\n  ".join(bad[:5]) + more)
 
 
 def split_data(config: ml_collections.ConfigDict):
@@ -202,6 +239,8 @@ def split_data(config: ml_collections.ConfigDict):
 def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   """Builds data split, model, optimiser, sharded state and the jitted step."""
   method = methods.get_method(config.method)
+  if config.batch_size <= 0:
+    raise ValueError(f"config.batch_size={config.batch_size} must be positive")
   mesh_lib.check_batch_size(config.batch_size, mesh)
   if method.stream == "identities" and config.batch_size % (
       mesh.size * config.data.images_per_identity):
@@ -222,6 +261,7 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
                      "global batch)")
   faceset, train_ids, test_ids, train_groups, test_groups = split_data(config)
   steps_per_epoch = _steps_per_epoch(config, method, train_groups)
+  check_evaluation_inputs(config, faceset, test_groups)
   total_steps = steps_per_epoch * config.num_epochs
 
   num_classes = len(train_groups)
@@ -229,9 +269,7 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
   shard_classes = method.stream == "images" and config.model.shard_classes
   _check_margin(config, method, mesh)
   opt_cfg = config.optimizer
-  schedule = optim.make_schedule(opt_cfg, total_steps, config.batch_size,
-                                 warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch),
-                                 steps_per_epoch=steps_per_epoch)
+  schedule = _schedule(config, total_steps, steps_per_epoch)
   tx = optim.make_optimizer(opt_cfg, schedule)
   loss_kw = {"pairs": {}, "identities": {"steps_per_epoch": steps_per_epoch},
              "images": {"num_classes": num_classes}}[method.stream]
@@ -272,6 +310,32 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Experiment:
                     meta)
 
 
+def _schedule(config, total_steps: int, steps_per_epoch: int):
+  opt_cfg = config.optimizer
+  return optim.make_schedule(opt_cfg, total_steps, config.batch_size,
+                             warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch),
+                             steps_per_epoch=steps_per_epoch)
+
+
+def check_epochs_change(config, exp: Experiment, old_epochs: int, done: int) -> None:
+  """A resumed run may change config.num_epochs only when every step already taken had
+  the learning rate it has under the new schedule (e.g. cyclic cosine with fixed cycles,
+  or a step schedule); a run past the new end is refused before the restore."""
+  steps = np.arange(max(done, 1))
+  old = _schedule(config, exp.steps_per_epoch * old_epochs, exp.steps_per_epoch)
+  new = _schedule(config, exp.total_steps, exp.steps_per_epoch)
+  a, b = np.asarray(jax.vmap(old)(steps)), np.asarray(jax.vmap(new)(steps))
+  if not np.array_equal(a, b):
+    first = int(np.argmax(a != b))
+    raise run_info.ConfigChangedError(
+        f"config.num_epochs: {old_epochs} -> {config.num_epochs} changes the learning rate of "
+        f"steps already taken (config.optimizer.schedule={config.optimizer.schedule!r}; "
+        f"step {first}: {a[first]:.6g} -> {b[first]:.6g}), so the resumed run would not be "
+        "the run it claims to be. Use another --workdir for the longer run.")
+  logging.info("config.num_epochs: %d -> %d; the learning rate of the %d steps taken is "
+               "unchanged", old_epochs, config.num_epochs, done)
+
+
 def _check_margin(config, method: methods.Method, mesh) -> None:
   """Placement checks of the margin head's class matrix, with the keys to change."""
   if method.stream != "images" or not config.model.shard_classes:
@@ -310,16 +374,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Writes to `workdir`: checkpoints/, TensorBoard events, results.json, embeddings.npz.
   """
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  resuming = checkpoint.has_steps(ckpt_dir)
+  # Before any work: a changed experiment in a used workdir is refused.
+  schedule_changes = run_info.check_resume(workdir, config) if resuming else {}
   best = BestWeights(config, workdir)  # checks config.eval.best_metric before any work
   mesh = mesh_lib.make_mesh()
   exp = setup(config, mesh)
-  if jax.process_index() == 0:
-    run_info.write(workdir, config, len(exp.train_groups))
   state, faceset = exp.state, exp.faceset
   data_it = train_data(config, exp, mesh)
-  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),
-                                    config.keep_checkpoints)
-  restored = checkpoint.restore(manager, config.resume, exp.abstract, data_it, exp.meta)
+  manager = checkpoint.make_manager(ckpt_dir, config.keep_checkpoints)
+  if "num_epochs" in schedule_changes and (manager.latest_step() or 0) > exp.total_steps:
+    raise run_info.ConfigChangedError(
+        f"config.num_epochs={config.num_epochs} ends at step {exp.total_steps}, but the run "
+        f"being resumed is at step {manager.latest_step()} (it started with num_epochs="
+        f"{schedule_changes['num_epochs'][0]})")
+  restored = checkpoint.restore(manager, config.resume, exp.abstract, data_it, exp.meta,
+                                fresh_comm=exp.state.comm)
+  if restored is not None and "num_epochs" in schedule_changes:
+    check_epochs_change(config, exp, int(schedule_changes["num_epochs"][0]), restored[1])
+  if jax.process_index() == 0:  # only now: a refused config must not replace the stored one
+    run_info.write(workdir, config, len(exp.train_groups))
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   evaluate = functools.partial(_evaluate, config, exp.model, faceset=faceset,
                                test_groups=exp.test_groups, train_groups=exp.train_groups,
@@ -437,7 +517,8 @@ class BestWeights:
       checkpoint.save_weights(self._manager, step, eval_variables(self.config, state))
     if jax.process_index() == 0:
       with open(self.path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"best": self.record, "history": self.history}, f, indent=1)
+        json.dump(report.strict_json({"best": self.record, "history": self.history}), f,
+                  indent=1)
       os.replace(self.path + ".tmp", self.path)
 
 
@@ -477,9 +558,14 @@ def train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, ma
       losses.append(_check_finite(*pending, manager))
     pending = (step, metrics)
     report_progress(step)
-    if step % config.log_every == 0 or step in (total_steps, stop_step):
+    log_now = step % config.log_every == 0 or step in (total_steps, stop_step)
+    save_now = step % config.checkpoint_every == 0 or step == total_steps
+    eval_now = on_eval is not None and step % config.eval_every == 0 and step < total_steps
+    if log_now or save_now or eval_now:
+      # Nothing is logged, saved or evaluated from a state whose loss is unchecked.
       losses.append(_check_finite(*pending, manager))
       pending = None
+    if log_now:
       now = time.perf_counter()
       rows_per_s = (step - last_log_step) * config.batch_size / max(now - t_log, 1e-9)
       scalars = {k: float(v) for k, v in metrics.items()}
@@ -487,20 +573,38 @@ def train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, ma
                       "images_per_sec": images_per_row * rows_per_s})
       writer.write_scalars(step, scalars)
       losses, t_log, last_log_step = [], now, step
-    if step % config.checkpoint_every == 0 or step == total_steps:
+    if save_now:
+      # The loss of step s was computed from the weights before it; the update of step s
+      # can still overflow, so the weights themselves are checked before they are saved.
+      if not bool(_all_finite(state)):
+        raise NonFiniteLossError(
+            f"the weights became non-finite in step {step} (its loss was finite); stopping "
+            f"without saving them. {_last_good(manager)}")
       checkpoint.save(manager, step, state, data_it, meta)
-    if on_eval is not None and step % config.eval_every == 0 and step < total_steps:
+    if eval_now:
       on_eval(state, step)  # the final step is evaluated by the caller
   writer.flush()
   return state, scalars
 
 
+def _last_good(manager) -> str:
+  """Every saved step passed both checks (train_loop), so the newest one is good."""
+  last = manager.latest_step()
+  where = f"step {last}" if last is not None else "none (no step was saved)"
+  return (f"The last good checkpoint is {where}; lower config.optimizer.learning_rate or "
+          "check the data.")
+
+
+@jax.jit
+def _all_finite(state) -> jax.Array:
+  """True when every floating-point array of the state is finite (one device reduction)."""
+  leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def _check_finite(step: int, metrics: dict, manager) -> float:
   loss = float(metrics["loss"])
   if not np.isfinite(loss):
-    last = manager.latest_step()
-    raise NonFiniteLossError(
-        f"loss became {loss} at step {step}; stopping. The last good checkpoint is "
-        f"{'step ' + str(last) if last is not None else 'none (no step was saved)'}; "
-        "lower config.optimizer.learning_rate or check the data.")
+    raise NonFiniteLossError(f"loss became {loss} at step {step}; stopping. "
+                             f"{_last_good(manager)}")
   return loss

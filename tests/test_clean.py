@@ -24,7 +24,7 @@ def face(seed, size=64):
 
 def build(tmp_path):
   root = tmp_path / "faces"
-  for d in ("A", "B", "C"):
+  for d in ("A", "B", "C", "D"):  # D stays empty: the loader refuses it unless excluded
     (root / d).mkdir(parents=True)
   a1 = face(1)
   cv2.imwrite(str(root / "A" / "a1.png"), a1)
@@ -54,12 +54,14 @@ def test_findings_and_exclusions(tmp_path, capsys):
            json.loads((out / "report.json").read_text())["findings"]}
   assert found == {("A/a2.bmp", "duplicate"), ("A/a3.jpg", "near-dup"),
                    ("A/a5.jpg", "unreadable"), ("A/a6.png", "tiny"), ("A/a7.png", "blank"),
-                   ("C/c1_mask2.jpg", "near-dup"), ("B", "too-few")}
-  assert "excluded images: 7" in capsys.readouterr().out
+                   ("C/c1_mask2.jpg", "near-dup"), ("B", "too-few"), ("D", "empty")}
+  assert "excluded images: 7, empty identity folders: 1" in capsys.readouterr().out
   excluded = [x for x in (out / "exclude.txt").read_text().splitlines()
               if not x.startswith("#")]
   assert sorted(excluded) == sorted(["A/a2.bmp", "A/a3.jpg", "A/a5.jpg", "A/a6.png",
-                                     "A/a7.png", "C/c1_mask2.jpg", "B/b1.png"])
+                                     "A/a7.png", "C/c1_mask2.jpg", "B/b1.png", "D"])
+  with pytest.raises(ValueError, match="faces/D' has no images"):
+    sources.FolderFaceSet(str(root), mask_source="draw")  # what the exclusion list fixes
   fs = sources.FolderFaceSet(str(root), mask_source="draw", exclude_list=str(out / "exclude.txt"))
   assert fs.identities == ("A", "C")
   assert [p.split("faces/")[1] for p in fs.paths] == ["A/a1.png", "A/a4.png", "C/c1.png",
@@ -74,7 +76,7 @@ def test_findings_and_exclusions(tmp_path, capsys):
 def test_masked_variants_are_filtered_too(tmp_path):
   root = build(tmp_path)
   (tmp_path / "ex.txt").write_text("C/c1_mask2.jpg\nA/a5.jpg\nA/a6.png\nA/a7.png\nA/a2.bmp\n"
-                                   "A/a3.jpg\nB/b1.png\n")
+                                   "A/a3.jpg\nB/b1.png\nD\n")
   for f in ("a1", "a4"):
     cv2.imwrite(str(root / "A" / f"{f}_mask.png"), face(30))
   cv2.imwrite(str(root / "C" / "c2_mask.png"), face(31))

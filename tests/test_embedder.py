@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -111,9 +112,10 @@ def test_embed_command_skips_bad_files_and_matches_the_api(run, tmp_path, capsys
   assert saved["embeddings"].shape[0] == 9 and len(saved["paths"]) == 9
   api = embedder.Embedder.from_workdir(workdir).embed([str(p) for p in saved["paths"]])
   np.testing.assert_allclose(saved["embeddings"], api, atol=1e-6)
-  with pytest.raises(FileNotFoundError, match="neither a folder"):
-    commands.embed_main(["--workdir", workdir, "--images", str(tmp_path / "no"),
-                         "--out", str(out)])
+  capsys.readouterr()
+  assert commands.embed_main(["--workdir", workdir, "--images", str(tmp_path / "no"),
+                              "--out", str(out)]) == 2
+  assert re.search(r"^error: .*neither a folder", capsys.readouterr().err)
 
 
 def test_verify_uses_the_runs_calibrated_threshold(run, tmp_path, capsys):
@@ -130,11 +132,15 @@ def test_verify_uses_the_runs_calibrated_threshold(run, tmp_path, capsys):
   assert f"threshold {table['best_accuracy']:.4f} (best_accuracy, standard track)" in line
   commands.verify_main(["--workdir", workdir, a, a, "--threshold", "0.99"])
   assert "same person" in capsys.readouterr().out
-  with pytest.raises(sources.ImageReadError, match="missing.png"):
+  # User errors: one `error:` line naming the file or flag, exit status 2 (mfrjax.cli).
+  assert commands.verify_main(["--workdir", workdir, a, str(tmp_path / "missing.png"),
+                               "--threshold", "0.5"]) == 2
+  assert re.search(r"^error: cannot read image .*missing.png", capsys.readouterr().err)
+  assert commands.verify_main(["--workdir", workdir, a, b, "--threshold", "far=0.5"]) == 2
+  assert re.search(r"^error: --threshold=far=0.5.*give a number", capsys.readouterr().err)
+  with pytest.raises(sources.ImageReadError, match="missing.png"):  # --debug: the exception
     commands.verify_main(["--workdir", workdir, a, str(tmp_path / "missing.png"),
-                          "--threshold", "0.5"])
-  with pytest.raises(SystemExit, match="far=0.5.*give a number"):
-    commands.verify_main(["--workdir", workdir, a, b, "--threshold", "far=0.5"])
+                          "--threshold", "0.5", "--debug"])
 
 
 def test_identify_command_ranks_and_writes_matches(run, tmp_path, capsys):

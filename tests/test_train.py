@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import checkpoint, train
+from mfrjax import checkpoint, run_info, train
 from mfrjax.data import pipeline
 from mfrjax.parallel import mesh as mesh_lib
 from tests.conftest import smoke_config
@@ -64,8 +64,14 @@ def test_resume_matches_uninterrupted_run(first_run, tmp_path):
 def test_resume_from_another_run_and_model_mismatch(first_run, tmp_path):
   workdir, _ = first_run
   cfg = smoke_config(**{"model.backbone": "iresnet_tiny"})
+  with pytest.raises(run_info.ConfigChangedError,
+                     match="config.model.backbone: 'resnet_tiny' -> 'iresnet_tiny'"):
+    train.train_and_evaluate(cfg, workdir)  # the stored config is compared first
+  no_info = tmp_path / "no_info"  # a run from before runs stored their config
+  shutil.copytree(workdir, no_info)
+  os.remove(no_info / "run.json")
   with pytest.raises(checkpoint.ModelMismatchError, match="different model.*first difference"):
-    train.train_and_evaluate(cfg, workdir)
+    train.train_and_evaluate(cfg, str(no_info))
   cfg = smoke_config(**{"model.backbone": "iresnet_tiny",
                         "resume": os.path.join(workdir, "checkpoints")})
   with pytest.raises(checkpoint.ModelMismatchError):

@@ -64,8 +64,8 @@ def test_powersgd_run_is_reproducible_and_resumes_exactly(psgd_run, tmp_path):
 
 def test_switching_grad_reduce_on_a_checkpoint_is_refused(psgd_run):
   workdir, _ = psgd_run
-  from mfrjax import checkpoint
-  with pytest.raises(checkpoint.ModelMismatchError, match="gradient reduction"):
+  from mfrjax import run_info
+  with pytest.raises(run_info.ConfigChangedError, match="config.grad_reduce: 'powersgd' -> 'mean'"):
     train.train_and_evaluate(smoke_config(), workdir)
 
 

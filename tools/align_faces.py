@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mfrjax import cli
 from mfrjax.data import align, landmarks
 
 
@@ -48,4 +49,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

@@ -46,6 +46,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from mfrjax import cli  # noqa: E402
+
 STAGES = ("pipeline", "step", "h2d", "trainer")
 
 # Dense peak FLOP/s per device from the vendors' data sheets (no sparsity), by device
@@ -489,4 +491,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   with contextlib.suppress(BrokenPipeError):
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 
+from mfrjax import cli
 from mfrjax.data import clean
 from mfrjax.progress import require_new
 
@@ -63,9 +64,12 @@ def main(argv=None) -> int:
   counts = collections.Counter(x.reason for x in findings)
   print(f"scanned {args.root} in {seconds:.1f} s; findings: "
         + (", ".join(f"{r} {n}" for r, n in sorted(counts.items())) or "none"))
-  print(f"excluded images: {len(excluded)} -> {paths['exclude.txt']}")
+  folders = sum(x.reason == "empty" for x in findings)
+  print(f"excluded images: {len(excluded) - folders}"
+        + (f", empty identity folders: {folders}" if folders else "")
+        + f" -> {paths['exclude.txt']}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

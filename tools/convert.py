@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 
+from mfrjax import cli
 from mfrjax.data import convert
 
 
@@ -69,4 +70,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

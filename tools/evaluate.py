@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 
 import numpy as np
 
+from mfrjax import cli
 from mfrjax.data import sources
 from mfrjax.eval import identification, report, verification
 
 
 def _load_one(path: str):
-  with np.load(path, allow_pickle=False) as f:
-    data = {key: f[key] for key in f.files}
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      data = {key: f[key] for key in f.files}
+  except (ValueError, OSError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: not a NumPy .npz of embeddings ({e})") from e
   views = {v: data[v] for v in ("unmasked", "masked") if v in data}
   if not views or "labels" not in data:
     raise ValueError(f"{path}: needs 'labels' and at least one of 'unmasked', 'masked'; "
@@ -41,6 +46,10 @@ def _load_one(path: str):
   for v, x in views.items():
     if x.ndim != 2 or len(x) != len(labels):
       raise ValueError(f"{path}: '{v}' has shape {x.shape}, expected ({len(labels)}, D)")
+    if not np.isfinite(x).all():
+      bad = int((~np.isfinite(x).all(axis=1)).sum())
+      raise ValueError(f"{path}: '{v}' has {bad} embedding(s) with NaN or Inf values; "
+                       "a model that diverged gives no meaningful numbers")
   return data, views, labels
 
 
@@ -124,4 +133,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

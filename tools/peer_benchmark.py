@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from mfrjax import run_info
+from mfrjax import cli, run_info
 from mfrjax.data import masking, sources
 from mfrjax.eval import peer, report
 from mfrjax.progress import map_progress
@@ -171,4 +171,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

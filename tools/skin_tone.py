@@ -22,6 +22,7 @@ import pathlib
 import sys
 import time
 
+from mfrjax import cli
 from mfrjax.data import skin_tone, sources
 from mfrjax.progress import Progress, Summary, require_new
 
@@ -82,4 +83,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

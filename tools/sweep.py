@@ -30,6 +30,8 @@ import sys
 
 import numpy as np
 
+from mfrjax import cli
+
 METRICS = ("masked_vs_unmasked", "unmasked_vs_unmasked", "masked_vs_masked")
 
 
@@ -150,4 +152,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

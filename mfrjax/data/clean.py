@@ -7,7 +7,9 @@ Checks, per image file (unmasked and masked variants alike):
   duplicate    the same pixels as an earlier image (exact)
   near-dup     a perceptual hash within `max_distance` bits of an earlier image's
                (re-saved, resized or re-compressed copies; near-identical masked copies)
-and per identity: `too-few` when fewer than `min_images` unmasked images survive.
+and per identity: `too-few` when fewer than `min_images` unmasked images survive, and
+`empty` for an identity folder without any image (the loader refuses one; listing the
+folder in the exclusion list makes it skip it).
 
 "Earlier" is the sorted path order, so the first copy is kept and the later ones are
 listed. The outputs are a report (JSON, every finding with its reason and, for
@@ -127,6 +129,10 @@ def scan(root: str, *, min_size: int = 32, blank_std: float = 2.0, max_distance:
   for j, (i, d) in sorted(near_duplicates(hashes, max_distance, own_masked_copy).items()):
     findings.append(Finding(kept[j], "near-dup", f"{d} bits from {kept[i]}"))
   findings += _too_few(rootp, files, findings, min_images)
+  has_images = {pathlib.Path(rel).parts[0] for rel in files if len(pathlib.Path(rel).parts) > 1}
+  findings += [Finding(p.name, "empty", "identity folder without images")
+               for p in sorted(rootp.iterdir())
+               if p.is_dir() and not p.name.startswith(".") and p.name not in has_images]
   return findings
 
 
@@ -149,8 +155,8 @@ def _too_few(rootp: pathlib.Path, files: list[str], findings: list[Finding],
 
 
 def exclusion_list(findings: list[Finding], root: str) -> list[str]:
-  """Paths (relative to root) the loader should leave out: every flagged image, and
-  every image of a too-few identity."""
+  """Paths (relative to root) the loader should leave out: every flagged image, every
+  image of a too-few identity, and each empty identity folder itself."""
   out = {f.path for f in findings if f.reason != "too-few"}
   for f in findings:
     if f.reason == "too-few":

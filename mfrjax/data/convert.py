@@ -83,7 +83,10 @@ def folder_to_rec(root: str, rec_path: str, quiet: bool = False) -> Summary:
   """Packs <root>/<identity>/<image> (unmasked images) into .rec/.idx; identity folders
   in sorted order become classes 0..C-1. Unreadable images are skipped and reported."""
   require_new(rec_path)
-  fs = sources.FolderFaceSet(root, mask_source="draw")
+  try:
+    fs = sources.FolderFaceSet(root, mask_source="draw")
+  except (ValueError, FileNotFoundError) as e:  # named for the tool's flag, not the config
+    raise type(e)(str(e).replace(f"config.data.root={root!r}", f"--root={root!r}")) from None
   summary, t0, items = Summary(), time.perf_counter(), []
   bar = Progress(len(fs.paths), "folder -> rec", quiet=quiet)
   for path, cls in zip(fs.paths, fs.labels):

@@ -151,6 +151,8 @@ class FolderFaceSet:
     identities, labels, paths, masked = [], [], [], []
     self.num_excluded = 0
     for folder in folders:
+      if os.path.abspath(folder) in excluded:
+        continue  # an identity folder listed whole (tools/clean.py: empty)
       names = sorted(n for n in os.listdir(folder) if is_image(n))
       if excluded:
         kept = [n for n in names if os.path.abspath(folder / n) not in excluded]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 
@@ -68,6 +69,23 @@ def format_verification(ver: dict, fars=("0.1", "0.01", "0.001", "0.0001")) -> s
   return "\n".join(lines)
 
 
+def strict_json(obj):
+  """`obj` with NaN and infinities as None (null): strict JSON, which Python's default
+  NaN literal is not (other JSON readers refuse it). NumPy scalars become Python ones."""
+  if isinstance(obj, dict):
+    return {k: strict_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [strict_json(v) for v in obj]
+  if isinstance(obj, np.generic):
+    obj = obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
+
+
 def write_json(path: str, obj: dict) -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
+  """Strict JSON (strict_json), written whole or not at all (a temporary file, renamed)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(strict_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
+  os.replace(tmp, path)

@@ -1,0 +1,58 @@
+"""One error convention for every command: `error: <what, naming the file or config key>`
+on stderr and exit status 2, instead of a traceback; `--debug` shows the traceback.
+
+The library raises ValueError / OSError / FloatingPointError / RuntimeError with messages
+written for users (they name the config key or the file), so those are what a command
+reports; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+
+USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError)
+
+
+_NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+def _disk_full(e: BaseException) -> str | None:
+  """Where the disk ran full, if it did: an ENOSPC anywhere in the exception's chain
+  (orbax and grain wrap it; TensorStore reports it only in its message), else None."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return e.filename or "the output directory"
+    if _NO_SPACE in str(e):
+      paths = re.findall(r'"(/[^"]+)"', str(e))
+      return paths[0] if paths else "the output directory"
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def message(e: BaseException) -> str:
+  where = _disk_full(e)
+  if where is not None:
+    return (f"the disk is full: no space left to write {where}. Free space and run the same "
+            "command again: a training run resumes from its last complete checkpoint")
+  return str(e) or type(e).__name__
+
+
+def run(main, argv=None) -> int:
+  """main(argv) -> exit status, with user errors reported as one `error:` line."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  if debug:
+    argv.remove("--debug")
+  try:
+    return main(argv)
+  except USER_ERRORS as e:
+    if debug:
+      raise
+    print(f"error: {message(e)}", file=sys.stderr)
+    print("(run with --debug for the traceback)", file=sys.stderr)
+    return 2
