@@ -42,6 +42,12 @@ def message(e: BaseException) -> str:
   return str(e) or type(e).__name__
 
 
+def report(e: BaseException) -> None:
+  """The one-line report of a user error on stderr (the trainer and `run` share it)."""
+  print(f"error: {message(e)}", file=sys.stderr)
+  print("(run with --debug for the traceback)", file=sys.stderr)
+
+
 def run(main, argv=None) -> int:
   """main(argv) -> exit status, with user errors reported as one `error:` line."""
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -53,6 +59,5 @@ def run(main, argv=None) -> int:
   except USER_ERRORS as e:
     if debug:
       raise
-    print(f"error: {message(e)}", file=sys.stderr)
-    print("(run with --debug for the traceback)", file=sys.stderr)
+    report(e)
     return 2

@@ -43,8 +43,7 @@ def main(argv):
   except cli.USER_ERRORS as e:
     if FLAGS.debug:
       raise
-    logging.error("%s", cli.message(e))  # also in the log file, for a run left unattended
-    sys.stderr.write(f"error: {cli.message(e)}\n(run with --debug for the traceback)\n")
+    cli.report(e)
     sys.exit(2)
 
 

@@ -17,6 +17,7 @@ import os
 
 import ml_collections
 from absl import logging
+from flax import traverse_util
 
 from mfrjax.data import pipeline
 
@@ -77,20 +78,11 @@ class ConfigChangedError(ValueError):
   """A workdir's run is resumed with a config that trains something else."""
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def config_changes(stored: dict, config: ml_collections.ConfigDict) -> dict:
   """{dotted key: (stored value, new value)} for every key that differs."""
-  new = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
-  old = _flat(stored)
+  new = traverse_util.flatten_dict(json.loads(json.dumps(config.to_dict(), default=str)),
+                                   sep=".")
+  old = traverse_util.flatten_dict(stored, sep=".")
   return {k: (old.get(k, "<absent>"), new.get(k, "<absent>"))
           for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")}
 
@@ -100,15 +92,18 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> dict:
 
   Raises ConfigChangedError listing every changed key that is not safe to change
   (RESUME_SAFE). Returns the changes of RESUME_IF_SCHEDULE_KEPT keys for the trainer to
-  check once it knows the step reached. A run without run.json (older than stored
-  configs) is resumed with a warning.
+  check once it knows the step reached. A run without a readable run.json (older than
+  stored configs, or the file damaged) is resumed with a warning; run.json is then
+  written afresh.
   """
   path = os.path.join(workdir, FILE)
-  if not os.path.exists(path):
-    logging.warning("%s is missing: cannot check that the resumed run's config is the one "
-                    "it started with", path)
+  try:
+    stored = read(workdir)["config"].to_dict()
+  except (FileNotFoundError, ValueError) as e:  # missing or damaged: rewritten on this start
+    logging.warning("cannot check that the resumed run's config is the one it started with: "
+                    "%s", e)
     return {}
-  changes = config_changes(read(workdir)["config"].to_dict(), config)
+  changes = config_changes(stored, config)
   unsafe = {k: v for k, v in changes.items()
             if not any(k == s or (s.endswith(".") and k.startswith(s))
                        for s in RESUME_SAFE + RESUME_IF_SCHEDULE_KEPT)}

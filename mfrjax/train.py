@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
+from flax import traverse_util
 
 from mfrjax import checkpoint, methods, optim, run_info, state as state_lib, workdir_lock
 from mfrjax.data import align, pair_sets, pipeline, sources
@@ -420,8 +421,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       results["init"], _, _ = evaluate(state, verify=False)
       logging.info("%s", report.format_table(results["init"], "untrained network:"))
   else:
-    state, start_step, source = restored
-    state = jax.device_put(state, exp.shardings)
+    state, start_step, source = restored  # already laid out by exp.abstract's shardings
     logging.info("resumed from %s at step %d", source, start_step)
 
   logging.info("%d train / %d test identities, %d / %d images; %d steps/epoch, %d steps; "
@@ -516,24 +516,13 @@ class BestWeights:
         self._manager = checkpoint.make_manager(self._dir, keep=1)
       checkpoint.save_weights(self._manager, step, eval_variables(self.config, state))
     if jax.process_index() == 0:
-      with open(self.path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(report.strict_json({"best": self.record, "history": self.history}), f,
-                  indent=1)
-      os.replace(self.path + ".tmp", self.path)
+      report.write_json(self.path, {"best": self.record, "history": self.history})
 
 
 def _flat_hparams(config) -> dict:
   """Config as flat scalars for TensorBoard's hparams tab."""
-  flat = {}
-
-  def walk(d, prefix):
-    for k, v in d.items():
-      if isinstance(v, dict):
-        walk(v, f"{prefix}{k}.")
-      else:
-        flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-  walk(config.to_dict(), "")
-  return flat
+  return {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+          for k, v in traverse_util.flatten_dict(config.to_dict(), sep=".").items()}
 
 
 def train_loop(config, state, step_fn, data_it, rng, start_step, total_steps, manager, meta,

@@ -133,6 +133,17 @@ def test_resume_refuses_a_changed_experiment_and_allows_safe_changes(finished, t
                                 np.load(os.path.join(finished[0], "embeddings.npz"))["masked"])
 
 
+def test_damaged_run_json_does_not_block_the_resume(finished, tmp_path, caplog):
+  """run.json's own error message promises it is rewritten on resume: it must be."""
+  crashed = crashed_copy(finished, tmp_path)
+  (crashed / "run.json").write_text("")
+  resumed = train.train_and_evaluate(smoke_config(), str(crashed))
+  assert "init" not in resumed and "cannot check that the resumed run's config" in caplog.text
+  assert run_info.read(str(crashed))["config"].seed == 0  # written afresh
+  np.testing.assert_array_equal(np.load(crashed / "embeddings.npz")["masked"],
+                                np.load(os.path.join(finished[0], "embeddings.npz"))["masked"])
+
+
 def test_more_epochs_only_when_the_schedule_of_the_steps_taken_is_kept(tmp_path):
   """cyclic cosine with fixed cycles (arcface) keeps the rate of the steps taken when
   the run is made longer; warm-up cosine over the whole run (barlow) does not; a run
