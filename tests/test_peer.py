@@ -167,8 +167,8 @@ def test_tool_end_to_end_with_a_run_and_dlib(shared_data, tmp_path):
 def test_arcface_lfw_is_the_aligned_recipe_and_lfw_centre_the_old_one():
   aligned, centre = load_config("arcface", "lfw"), load_config("arcface", "lfw_centre")
   assert (aligned.data.alignment, aligned.data.image_size, aligned.data.mask_source,
-          aligned.data.max_images_per_identity, aligned.num_epochs) == ("112x112", 64,
-                                                                        "files", 0, 32)
+          aligned.data.max_images_per_identity, aligned.num_epochs,
+          aligned.optimizer.cycle_epochs) == ("112x112", 64, "files", 0, 64, 32)
   assert (centre.data.alignment, centre.data.image_size, centre.data.mask_source,
           centre.num_epochs) == ("none", 48, "draw", 16)
   assert aligned.data.holdout_percent == centre.data.holdout_percent == 15
