@@ -24,15 +24,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries:
-  """Drops INFO records from orbax's and grain's internals; warnings and errors still
-  show, as one line each: their tracebacks (orbax logs one per writer thread when a save
-  fails) are left out, since the error that stops the run is reported once by main."""
+  """Drops INFO records from orbax's and grain's internals, and the tracebacks that
+  library code logs (orbax logs one per writer thread when a save fails, asyncio one more
+  for each failed task it collects), so that warnings and errors show as one line each:
+  the error that stops the run is reported once by main. `--debug` keeps everything."""
 
   def filter(self, record):
-    if not any(n in record.pathname for n in ("/orbax/", "/grain/")):
-      return True
-    record.exc_info, record.exc_text = None, None
-    return record.levelno > 20
+    if "/mfrjax/" not in record.pathname:
+      record.exc_info, record.exc_text = None, None
+    if any(n in record.pathname for n in ("/orbax/", "/grain/")):
+      return record.levelno > 20
+    return True
 
 
 def main(argv):
@@ -48,7 +50,8 @@ def main(argv):
 
 
 def _main():
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if not FLAGS.debug:
+    logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # after flag parsing, so --help stays fast
 
   if FLAGS.coordinator_address:

@@ -388,6 +388,28 @@ def test_trainer_bad_config_is_one_error_line(tmp_path):
   assert "Traceback" not in r.stderr
 
 
+def test_library_tracebacks_are_left_out_of_the_log():
+  """The failure CI saw once: asyncio logs 'Task exception was never retrieved' with a
+  traceback when it collects a failed orbax write, depending on when the GC runs."""
+  import logging as std_logging
+  from mfrjax import main as main_lib
+
+  def record(path, level=std_logging.ERROR):
+    try:
+      raise ValueError("RESOURCE_EXHAUSTED")
+    except ValueError:
+      return std_logging.LogRecord("x", level, path, 1, "failed", None, sys.exc_info())
+
+  quiet = main_lib._QuietLibraries()
+  for path in ("/py/asyncio/base_events.py", "/site/orbax/checkpoint/future.py"):
+    r = record(path)
+    assert quiet.filter(r) and r.exc_info is None
+    assert "Traceback" not in std_logging.Formatter().format(r)
+  assert not quiet.filter(record("/site/orbax/checkpoint/future.py", std_logging.INFO))
+  own = record("/src/mfrjax/train.py")
+  assert quiet.filter(own) and own.exc_info is not None
+
+
 def test_full_disk_is_one_error_line_naming_the_path(tmp_path):
   """A real full disk: a 1 MB tmpfs (needs root; skipped where mounting is not allowed)."""
   small = tmp_path / "small"
