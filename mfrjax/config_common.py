@@ -173,7 +173,7 @@ def evaluation(variant: str) -> ml_collections.ConfigDict:
 def optimizer(**overrides) -> ml_collections.ConfigDict:
   """SGD/LARS block; every key present, the method sets its own values."""
   o = ml_collections.ConfigDict()
-  o.name = "sgd"               # or "lars"
+  o.name = "sgd"               # or "lars", "adam"
   o.learning_rate = 0.05
   o.scale_by_batch = False     # peak LR = learning_rate * batch_size / 256 if set
   o.schedule = "step"          # or "warmup_cosine", "cyclic_cosine"
@@ -184,8 +184,36 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
   o.cycle_epochs = 1.0         # cyclic_cosine: length of one cosine cycle
   o.cycle_decay = 1.0          # cyclic_cosine: peak of cycle k = peak * cycle_decay**k
   o.weight_decay = 5e-4
-  o.momentum = 0.9
+  o.momentum = 0.9             # Adam: its b1
+  o.adam_b2 = 0.999
   o.nesterov = False
   o.trust_coefficient = 0.001  # LARS only
   o.update(overrides)
   return o
+
+
+def masked_faces(variant: str) -> ml_collections.ConfigDict:
+  """Data block of mask removal (configs/mask_seg.py, configs/inpaint.py): triples of
+  face, masked face and mask map (data/restore_data.py). Both methods read this one
+  block, so the segmenter and the inpainter are trained and evaluated on the same people
+  and masks."""
+  d = data("lfw" if variant == "lfw" else "paper" if variant == "paper" else variant)
+  d.sampler = "triples"
+  d.template_box = 0.9         # synthetic source: masks placed by the template in 90%
+  d.holdout_mask_type = "kn95"  # never trained on; reported on its own ("unseen_type")
+  d.eval_max_images = {"smoke": 0}.get(variant, 400)  # per evaluation group (0: all)
+  d.augment.flip = True
+  if variant == "lfw":
+    # Aligned LFW and the masking tool's output with every mask type (README: Mask
+    # removal and inpainting has the commands); the held-out share of people (15%) is
+    # the evaluation set, as for the recognition runs and the peer benchmark.
+    d.root = "/tmp/lfw112"
+    d.masked_root = "/tmp/lfw112_masked_4types"
+    d.alignment = "112x112"
+    d.crop_fraction = 1.0
+    d.image_size = 64
+  elif variant == "paper":
+    d.image_size = 112
+    d.alignment = "112x112"
+    d.holdout_percent = 15.0
+  return d

@@ -185,7 +185,13 @@ METHODS = {
 }
 
 
+# Mask removal (restoration.py): image-to-image methods with their own input and
+# evaluation, trained by the same step and loop.
+IMAGE_METHODS = ("mask_seg", "inpaint")
+
+
 def get_method(name: str) -> Method:
   if name not in METHODS:
-    raise ValueError(f"unknown config.method={name!r}; valid: {sorted(METHODS)}")
+    raise ValueError(f"unknown config.method={name!r}; valid: "
+                     f"{sorted(METHODS) + list(IMAGE_METHODS)}")
   return METHODS[name]

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("lars", "sgd")
+OPTIMIZERS = ("lars", "sgd", "adam")
 SCHEDULES = ("warmup_cosine", "step", "cyclic_cosine")
 
 
@@ -70,7 +70,8 @@ def cyclic_cosine(peak: float, warmup: int, cycle: int, final_fraction: float,
 
 
 def make_optimizer(cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """optax LARS or SGD with momentum, with decoupled, masked weight decay."""
+  """optax LARS, SGD with momentum, or Adam (b1 = `momentum`, b2 = `adam_b2`; the GAN of
+  the inpainting method), with decoupled, masked weight decay."""
   if cfg.name == "lars":
     return optax.lars(schedule, weight_decay=cfg.weight_decay, weight_decay_mask=decay_mask,
                       trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=decay_mask,
@@ -78,4 +79,7 @@ def make_optimizer(cfg, schedule: optax.Schedule) -> optax.GradientTransformatio
   if cfg.name == "sgd":
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
                        optax.sgd(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov))
+  if cfg.name == "adam":
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+                       optax.adam(schedule, b1=cfg.momentum, b2=cfg.adam_b2))
   raise ValueError(f"unknown config.optimizer.name={cfg.name!r}; valid: {OPTIMIZERS}")

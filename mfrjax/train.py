@@ -376,6 +376,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+    if config.method in methods.IMAGE_METHODS:
+      from mfrjax import restoration  # pylint: disable=import-outside-toplevel
+      return restoration.train_and_evaluate(config, workdir)
     return _train_and_evaluate(config, workdir)
 
 

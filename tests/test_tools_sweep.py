@@ -50,3 +50,14 @@ def test_real_sweep_resumes_and_repeats(tmp_path, capsys):
   assert (tmp_path / "b" / "summary.csv").read_text() == first
   runs = json.loads((tmp_path / "b" / "runs.json").read_text())
   assert {r["setting"] for r in runs} == {"optimizer.name=sgd", "optimizer.name=lars"}
+
+
+def test_summary_of_mask_removal_runs_keeps_their_units():
+  res = [{"final": {"seen_types": {"images": 40, "iou": v, "psnr_restored": 20 + v}}}
+         for v in (0.5, 0.7)]
+  rows = [{"setting": "seg", "seed": i, **sweep.metrics_of(r)} for i, r in enumerate(res)]
+  (e,) = sweep.summarize(rows)
+  assert e["seen_types/iou_mean"] == pytest.approx(0.6)
+  assert e["seen_types/psnr_restored_std"] == pytest.approx(0.1)
+  assert "images" not in str(list(e))
+  assert "| seg | 2 | 0.6000 ± 0.1000 | 20.6000 ± 0.1000 |" in sweep.to_markdown([e])

@@ -78,7 +78,7 @@ def run_one(config: str, workdir: str, overrides: dict[str, str], seed: int,
            f"--config.seed={seed}"] + [f"--config.{k}={v}" for k, v in overrides.items()] + extra
     log(f"run: {' '.join(cmd)}")
     with open(os.path.join(workdir, "log.txt"), "a", encoding="utf-8") as f:
-      proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+      proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
       raise RuntimeError(f"run failed (exit {proc.returncode}); see {workdir}/log.txt")
   else:
@@ -87,24 +87,38 @@ def run_one(config: str, workdir: str, overrides: dict[str, str], seed: int,
     return json.load(f)
 
 
+def metrics_of(results: dict) -> dict[str, float]:
+  """The numbers of one run that a sweep summarises: the recognition accuracies (METRICS,
+  shown in %), or for a mask-removal run (restoration.py) every score of every evaluation
+  group as '<group>/<score>' (IoU, PSNR, SSIM, L1: in their own units)."""
+  final = results["final"]
+  if all(m in final for m in METRICS):
+    return {m: final[m]["accuracy"] for m in METRICS}
+  return {f"{g}/{k}": v for g, r in final.items() for k, v in r.items() if k != "images"}
+
+
 def summarize(rows: list[dict]) -> list[dict]:
   """Mean and std over seeds per setting, in the settings' order."""
   out = []
+  names = [k for k in rows[0] if k not in ("setting", "seed")]
   for name in dict.fromkeys(r["setting"] for r in rows):
     runs = [r for r in rows if r["setting"] == name]
     entry = {"setting": name, "seeds": len(runs)}
-    for m in METRICS:
-      vals = np.array([r[m] for r in runs], float) * 100
+    for m in names:
+      vals = np.array([r[m] for r in runs], float) * (100 if m in METRICS else 1)
       entry[f"{m}_mean"], entry[f"{m}_std"] = float(vals.mean()), float(vals.std())
     out.append(entry)
   return out
 
 
 def to_markdown(summary: list[dict]) -> str:
-  head = "| setting | seeds | " + " | ".join(f"{m} (%)" for m in METRICS) + " |"
-  lines = [head, "|" + "---|" * (2 + len(METRICS))]
+  names = [k[:-5] for k in summary[0] if k.endswith("_mean")]
+  head = "| setting | seeds | " + " | ".join(
+      f"{m} (%)" if m in METRICS else m for m in names) + " |"
+  lines = [head, "|" + "---|" * (2 + len(names))]
   for e in summary:
-    cells = [f"{e[m + '_mean']:.2f} ± {e[m + '_std']:.2f}" for m in METRICS]
+    cells = [f"{e[m + '_mean']:.2f} ± {e[m + '_std']:.2f}" if m in METRICS else
+             f"{e[m + '_mean']:.4f} ± {e[m + '_std']:.4f}" for m in names]
     lines.append(f"| {e['setting']} | {e['seeds']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -127,15 +141,14 @@ def main(argv=None) -> int:
   seeds = [int(s) for s in args.seeds.split(",")]
   jobs = [(name, ov, s, os.path.join(args.out, slug(name), f"seed_{s}"))
           for name, ov in settings for s in seeds]
-  log = lambda msg: print(msg, flush=True)  # noqa: E731
+  log = lambda msg: print(msg, flush=True)
   rows = []
   with concurrent.futures.ThreadPoolExecutor(max(1, args.parallel)) as pool:
     futures = {pool.submit(run_one, args.config, wd, ov, s, args.extra, log): (name, s)
                for name, ov, s, wd in jobs}
     for fut, (name, s) in futures.items():
       res = fut.result()
-      rows.append({"setting": name, "seed": s,
-                   **{m: res["final"][m]["accuracy"] for m in METRICS}})
+      rows.append({"setting": name, "seed": s, **metrics_of(res)})
   summary = summarize(rows)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "summary.csv"), "w", newline="", encoding="utf-8") as f:
