@@ -133,6 +133,10 @@ class Embedder:
     """
     info = run_info.read(workdir)
     config = info["config"]
+    if config.method in methods.IMAGE_METHODS:
+      raise ValueError(f"{workdir} is a config.method={config.method!r} run (mask removal), "
+                       "not a recogniser: load it with mfrjax.restoration.Restorer or "
+                       "tools/unmask.py")
     if use_ema is None:
       use_ema = bool(config.ema.enabled)
     if best:

@@ -241,6 +241,13 @@ def seg_run(tmp_path_factory):
   return workdir
 
 
+def test_a_mask_removal_run_is_not_a_recogniser(seg_run, inpaint_run):
+  with pytest.raises(ValueError, match="mask removal.*Restorer"):
+    embedder.Embedder.from_workdir(seg_run)
+  with pytest.raises(ValueError, match="is a config.method='mask_seg' run, not 'inpaint'"):
+    restoration.Restorer(None, seg_run)
+
+
 def test_restorer_changes_only_the_predicted_mask(inpaint_run, seg_run):
   workdir, _ = inpaint_run
   seg_dir = seg_run
@@ -345,3 +352,21 @@ def test_mean_over_runs_by_hand():
   assert out["m"]["cut"]["rank1_std"] == pytest.approx(0.1)
   assert out["m"]["cut"]["tar@far=0.001"] is None
   assert "30.00 ± 10.00" in unmasking.format_table(out)
+
+
+@pytest.mark.parametrize("name", ["mask_seg", "inpaint"])
+def test_paper_variants_build_at_112_rgb(name):
+  """Shapes only (jax.eval_shape): the GPU recipes' networks at 112x112 RGB."""
+  from mfrjax import state as state_lib
+  c = load_config(name, "paper")
+  assert c.data.image_size == 112 and c.data.channels == 3
+  model = restoration.build_model(c)
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                        jnp.zeros(restoration.input_shape(c))))
+  n = state_lib.count_params(v["params"])
+  assert n > (1e6 if name == "mask_seg" else 5e6), n
+  if name == "inpaint":
+    out = jax.eval_shape(lambda w: model.apply(w, jnp.zeros((2, 112, 112, 3)),
+                                               jnp.zeros((2, 112, 112, 1)),
+                                               method=model.generate), v)
+    assert out.shape == (2, 112, 112, 3)
