@@ -12,7 +12,7 @@ Variants (`--config=configs/inpaint.py:<variant>`):
   default  embedded synthetic faces masked at load time, 32x32; minutes on a CPU.
   smoke    the same, a few steps; what the tests run.
   lfw      aligned LFW masked by the data tools, 64x64 grey, KN95 and the held-out 15% of
-           people never trained on; ~10 min on a 2-core CPU:
+           people never trained on; 10-13 min on a 2-core CPU:
              python -m mfrjax.main --config=configs/inpaint.py:lfw --workdir=/tmp/inp \
                --config.loss.recogniser=/tmp/arc_lfw
   paper    112x112 RGB, wider networks, for a GPU.

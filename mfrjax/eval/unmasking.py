@@ -81,7 +81,8 @@ def evaluate(embeddings: dict[str, np.ndarray], protocol: peer.Protocol) -> dict
 
 def mean_over_runs(runs: list[dict]) -> dict:
   """{recogniser: {view: {metric, metric_std}}}: the mean and std over several runs of
-  `evaluate` (one per segmenter + inpainter pair); std 0 for a single run."""
+  `evaluate` (one per segmenter + inpainter pair). A cell that does not depend on the
+  pair ('unmasked', 'masked') has no std: every run gives the very same number."""
   out = {}
   for name in runs[0]:
     out[name] = {}
@@ -93,7 +94,7 @@ def mean_over_runs(runs: list[dict]) -> dict:
           cells[metric] = None
           continue
         cells[metric] = float(np.mean(vals))
-        if len(vals) > 1:
+        if len(set(vals)) > 1:
           cells[metric + "_std"] = float(np.std(vals))
       out[name][view] = cells
   return out
