@@ -388,8 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from mfrjax import train  # the shared loop
   ckpt_dir = os.path.join(workdir, "checkpoints")
   resuming = checkpoint.has_steps(ckpt_dir)
-  if resuming:
-    run_info.check_resume(workdir, config)
+  changes = run_info.check_resume(workdir, config) if resuming else {}
   mesh = mesh_lib.make_mesh()
   setup = Setup(config, mesh)
   ds = restore_data.train_stream(setup.data, setup.train_rows, config.data,
@@ -397,7 +396,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  seed=config.seed)
   data_it = mesh_lib.DevicePrefetcher(iter(ds), mesh)
   manager = checkpoint.make_manager(ckpt_dir, config.keep_checkpoints)
+  if "num_epochs" in changes and (manager.latest_step() or 0) > setup.total_steps:
+    raise run_info.ConfigChangedError(
+        f"config.num_epochs={config.num_epochs} ends at step {setup.total_steps}, but the run "
+        f"being resumed is at step {manager.latest_step()}")
   restored = checkpoint.restore(manager, config.resume, setup.abstract, data_it, setup.meta)
+  if restored is not None and "num_epochs" in changes:
+    # Both optimisers' schedules must keep the learning rate of the steps taken.
+    old = int(changes["num_epochs"][0])
+    train.check_epochs_change(config, setup, old, restored[1])
+    if config.method == "inpaint":
+      as_disc = ml_collections.ConfigDict(config.to_dict())
+      as_disc.optimizer = config.disc_optimizer.to_dict()
+      train.check_epochs_change(as_disc, setup, old, restored[1])
   if jax.process_index() == 0:
     run_info.write(workdir, config, 0)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)

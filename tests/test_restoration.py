@@ -248,6 +248,19 @@ def test_a_mask_removal_run_is_not_a_recogniser(seg_run, inpaint_run):
     restoration.Restorer(None, seg_run)
 
 
+def test_inpaint_resume_refuses_a_schedule_change(inpaint_run, tmp_path):
+  from mfrjax import run_info
+  workdir, _ = inpaint_run
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / "checkpoints" / str(max(embedder.checkpoint_steps(workdir))))
+  longer = load_config("inpaint", "smoke", num_epochs=3)  # warmup_cosine: a new curve
+  with pytest.raises(run_info.ConfigChangedError, match="config.num_epochs: 2 -> 3"):
+    train.train_and_evaluate(longer, str(copy))
+  with pytest.raises(run_info.ConfigChangedError, match="config.seed"):
+    train.train_and_evaluate(load_config("inpaint", "smoke", seed=5), str(copy))
+
+
 def test_restorer_changes_only_the_predicted_mask(inpaint_run, seg_run):
   workdir, _ = inpaint_run
   seg_dir = seg_run
