@@ -171,7 +171,7 @@ def evaluation(variant: str) -> ml_collections.ConfigDict:
 
 
 def optimizer(**overrides) -> ml_collections.ConfigDict:
-  """SGD/LARS block; every key present, the method sets its own values."""
+  """SGD/LARS/Adam block; every key present, the method sets its own values."""
   o = ml_collections.ConfigDict()
   o.name = "sgd"               # or "lars", "adam"
   o.learning_rate = 0.05
@@ -198,7 +198,8 @@ def masked_faces(variant: str) -> ml_collections.ConfigDict:
   block, so the segmenter and the inpainter are trained and evaluated on the same people
   and masks."""
   d = data("lfw" if variant == "lfw" else "paper" if variant == "paper" else variant)
-  d.sampler = "triples"
+  d.sampler = "triples"        # every masked image once per epoch (restore_data.py)
+  d.max_images_per_identity = 0  # no cap: the triples do not feed identity-balanced batches
   d.template_box = 0.9         # synthetic source: masks placed by the template in 90%
   d.holdout_mask_type = "kn95"  # never trained on; reported on its own ("unseen_type")
   d.eval_max_images = {"smoke": 0}.get(variant, 400)  # per evaluation group (0: all)
