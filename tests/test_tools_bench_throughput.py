@@ -85,3 +85,20 @@ def test_vendor_peaks_and_default_counts():
   assert tool.vendor_peak("cpu", "float32") is None
   assert tool.default_counts(16, 1) == "1,2,4,8,16"
   assert tool.default_counts(6, 2) == "2,4,6"
+
+
+def test_mask_removal_step_and_transfer(tmp_path, capsys):
+  """The inpainting GAN's step (what the :paper variant is benchmarked with on a GPU)."""
+  out = tmp_path / "inp"
+  assert tool.main([f"--config={ROOT}/configs/inpaint.py:smoke", "--stages=step,h2d",
+                    "--steps=2", "--warmup=1", f"--out={out}"]) == 0
+  res = json.loads((out / "results.json").read_text())
+  assert res["machine"]["method"] == "inpaint" and res["machine"]["image"] == "16x16x1"
+  s = res["step"]
+  assert s["flops_per_step"] > 0 and s["images_per_s"] == pytest.approx(8 / s["step_s"])
+  assert res["h2d"]["bytes_per_batch"] == 3 * 8 * 16 * 16  # face, masked face, map (uint8)
+  with pytest.raises(SystemExit) as e:  # an argparse error: usage, exit status 2
+    tool.main([f"--config={ROOT}/configs/inpaint.py:smoke", "--stages=trainer",
+               f"--out={out}"])
+  assert e.value.code == 2
+  assert "not available for config.method='inpaint'" in capsys.readouterr().err
