@@ -43,7 +43,7 @@ from clu import metric_writers
 from mfrjax import checkpoint, optim, run_info
 from mfrjax import embedder as embedder_lib
 from mfrjax import state as state_lib
-from mfrjax.data import restore_data
+from mfrjax.data import masking, restore_data
 from mfrjax.eval import image_quality, report
 from mfrjax.eval.embed import to_float
 from mfrjax.losses import restore as losses
@@ -241,10 +241,9 @@ class Restorer:
     variables, step = embedder_lib.read_weights(workdir, None, bool(config.ema.enabled))
     model = build_model(config)
     if method == "mask_seg":
-      fn = jax.jit(lambda v, x: jax.nn.sigmoid(model.apply(v, to_float(x))))
+      fn = functools.partial(_mask_probability, model)
     else:
-      dilate = config.model.dilate
-      fn = jax.jit(lambda v, x, s: _restore(model, v, x, s, dilate))
+      fn = functools.partial(_restore, model, dilate=config.model.dilate)
     logging.info("%s: %s step %d", method, workdir, step)
     return config, jax.device_put(variables), fn
 
@@ -295,6 +294,20 @@ class Restorer:
     return np.stack(result)
 
 
+# Jitted once per (model, settings): the weights are arguments, not constants baked into
+# each compilation, so every evaluation group and every Restorer call reuses one program.
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _mask_probability(model, variables, images):
+  return jax.nn.sigmoid(model.apply(variables, to_float(images)))
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _mask_prediction(model, variables, images):
+  return (model.apply(variables, to_float(images)) > 0).astype(jnp.uint8)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "dilate"))
 def _restore(model, variables, images, seg, dilate):
   """(uint8 faces, {0, 1} maps) -> (restored uint8 at the model size, the hole)."""
   m = hole(seg, dilate)
@@ -339,20 +352,18 @@ def _in_batches(fn, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarra
 
 
 def _evaluate_seg(model, variables, ex, batch_size):
-  fn = jax.jit(lambda x: (model.apply(variables, to_float(x)) > 0).astype(jnp.uint8))
-  (pred,) = _in_batches(fn, [ex["masked"]], batch_size)
+  (pred,) = _in_batches(lambda x: _mask_prediction(model, variables, x), [ex["masked"]],
+                        batch_size)
   target = ex["seg"]
-  inter = np.sum(pred & target, axis=(1, 2, 3))
-  union = np.sum(pred | target, axis=(1, 2, 3))
-  ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-  return {"iou": float(ious.mean()), "iou_pooled": float(inter.sum() / max(union.sum(), 1)),
+  inter, union = image_quality.mask_overlap(pred, target)
+  return {"iou": float(image_quality.mask_iou(pred, target).mean()), "iou_pooled": float(inter.sum() / max(union.sum(), 1)),
           "pixel_accuracy": float(np.mean(pred == target))}, pred
 
 
 def _evaluate_inpaint(model, variables, ex, config):
-  dilate = config.model.dilate
-  fn = jax.jit(lambda x, s: _restore(model, variables, x, s, dilate))
-  restored, region = _in_batches(fn, [ex["masked"], ex["seg"]], config.eval.batch_size)
+  restored, region = _in_batches(
+      lambda x, s: _restore(model, variables, x, s, dilate=config.model.dilate),
+      [ex["masked"], ex["seg"]], config.eval.batch_size)
   scores = {"restored": [], "masked_input": []}
   for i in range(len(restored)):
     r = region[i, ..., 0] > 0
@@ -362,18 +373,6 @@ def _evaluate_inpaint(model, variables, ex, config):
   out = {f"{k}_{name}": float(np.nanmean([s[k] for s in v]))
          for name, v in scores.items() for k in ("psnr", "ssim", "l1")}
   return out, restored
-
-
-def contact_sheet(rows, names, tile: int = 96) -> np.ndarray:
-  """A BGR grid, one row per example, columns named `names`."""
-  def fit(x):
-    x = np.asarray(x, np.uint8)
-    x = cv2.resize(x, (tile, tile), interpolation=cv2.INTER_NEAREST)
-    return cv2.cvtColor(x, cv2.COLOR_GRAY2BGR) if x.ndim == 2 or x.shape[-1] == 1 else x
-  head = np.full((18, tile * len(names), 3), 255, np.uint8)
-  for j, name in enumerate(names):
-    cv2.putText(head, name, (j * tile + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1)
-  return np.concatenate([head] + [np.concatenate([fit(x) for x in r], 1) for r in rows], 0)
 
 
 SHEET_COLUMNS = {"mask_seg": ("original", "masked", "predicted", "true map"),
@@ -432,7 +431,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     report.write_json(os.path.join(workdir, "results.json"), results)
     cv2.imwrite(os.path.join(workdir, "contact_sheet.png"),
-                contact_sheet(sheet, SHEET_COLUMNS[config.method]))
+                masking.contact_sheet(sheet, names=SHEET_COLUMNS[config.method]))
   print(format_results(config.method, results["final"], setup.total_steps), flush=True)
   return results
 

@@ -77,7 +77,7 @@ def unmask_folder(restorer, root: str, out: str, chunk: int = 256, quiet: bool =
 
 
 def preview(restorer, root: str, path: str, n: int, seed: int = 0) -> int:
-  from mfrjax.restoration import contact_sheet  # pylint: disable=import-outside-toplevel
+  from mfrjax.data.masking import contact_sheet  # pylint: disable=import-outside-toplevel
   rels = sources.list_images(root)
   pick = np.random.default_rng([seed, 53]).choice(len(rels), min(n, len(rels)), replace=False)
   faces = [sources.read_image(os.path.join(root, rels[i])) for i in sorted(pick)]
@@ -86,7 +86,7 @@ def preview(restorer, root: str, path: str, n: int, seed: int = 0) -> int:
   maps = restorer.segment(faces)
   restored = restorer.restore(faces, maps)
   sheet = contact_sheet(list(zip(faces, maps * 255, restored)),
-                        ("input", "predicted mask", "restored"))
+                        names=("input", "predicted mask", "restored"))
   if not cv2.imwrite(path, sheet):
     raise OSError(f"cannot write {path}")
   return len(faces)
@@ -95,9 +95,10 @@ def preview(restorer, root: str, path: str, n: int, seed: int = 0) -> int:
 def evaluate(args) -> dict:
   """The recognition table (module docstring); with several segmenter/inpainter pairs
   (seeds), every cell is their mean with its std beside it."""
+  from mfrjax.data.masking import contact_sheet  # pylint: disable=import-outside-toplevel
   from mfrjax.embedder import Embedder  # pylint: disable=import-outside-toplevel
   from mfrjax.eval import peer, unmasking  # pylint: disable=import-outside-toplevel
-  from mfrjax.restoration import Restorer, contact_sheet  # pylint: disable=import-outside-toplevel
+  from mfrjax.restoration import Restorer  # pylint: disable=import-outside-toplevel
   recognisers = dict(x.split("=", 1) for x in args.recogniser.split(",") if x)
   if not recognisers:
     raise ValueError("--evaluate needs --recogniser=name=workdir[,name=workdir...]")
@@ -123,7 +124,8 @@ def evaluate(args) -> dict:
       probes = np.flatnonzero(~protocol.is_gallery)[:args.preview_n]
       rows = [(views["unmasked"][i], *(views[v][j] for v in ("masked", "cut", "restored")))
               for j, i in enumerate(probes)]
-      cv2.imwrite(args.preview, contact_sheet(rows, ("original", "masked", "cut", "restored")))
+      cv2.imwrite(args.preview,
+                  contact_sheet(rows, names=("original", "masked", "cut", "restored")))
   return {"people": len(protocol.identities), "gallery": int(protocol.is_gallery.sum()),
           "probes": int((~protocol.is_gallery).sum()), "mask_types": list(types),
           "pipelines": [{"seg": s, "inpaint": i} for s, i in zip(segs, inpaints)],

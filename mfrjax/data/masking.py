@@ -187,16 +187,18 @@ def apply_mask(img: np.ndarray, landmarks: np.ndarray, seed, mask_types=MASK_TYP
   return np.clip(np.round(out), 0, 255).astype(np.uint8), seg, info
 
 
-def contact_sheet(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], tile: int = 112
+def contact_sheet(rows: list[tuple[np.ndarray, ...]], tile: int = 112,
+                  names: tuple[str, ...] = ("original", "masked", "segmentation")
                   ) -> np.ndarray:
-  """A BGR grid: one row per example of (original, masked, segmentation map)."""
+  """A BGR grid: one row per example, one column per image of it, named `names` (the
+  masking tool's (original, masked, map); mask removal's sheets add more columns)."""
   def fit(x):
     x = x if x.ndim == 3 else x[..., None]
     x = np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x
     return cv2.resize(x, (tile, tile), interpolation=cv2.INTER_AREA)
-  lines = [np.concatenate([fit(a), fit(b), fit(s)], axis=1) for a, b, s in rows]
+  lines = [np.concatenate([fit(np.asarray(x, np.uint8)) for x in row], axis=1) for row in rows]
   sheet = np.concatenate(lines, axis=0)
-  for j, name in enumerate(("original", "masked", "segmentation")):
+  for j, name in enumerate(names):
     cv2.putText(sheet, name, (j * tile + 4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                 (0, 0, 255), 1, cv2.LINE_AA)
   return sheet

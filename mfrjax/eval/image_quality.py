@@ -42,3 +42,17 @@ def region_scores(restored: np.ndarray, truth: np.ndarray, region: np.ndarray) -
   psnr = float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
   return {"psnr": psnr, "ssim": float(np.mean(ssim_map(a, b)[region])),
           "l1": float(np.mean(np.abs(diff))) / 255.0}
+
+
+def mask_overlap(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(intersection, union) pixel counts per image of binary {0, 1} maps (N, ...)."""
+  axes = tuple(range(1, np.ndim(pred)))
+  pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+  return np.sum(pred & target, axis=axes), np.sum(pred | target, axis=axes)
+
+
+def mask_iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """Intersection over union per image; 1 where both maps are empty (nothing to find,
+  nothing found). NumPy twin of losses/restore.iou."""
+  inter, union = mask_overlap(pred, target)
+  return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

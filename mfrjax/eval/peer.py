@@ -161,16 +161,24 @@ def tar_at_far(sim: np.ndarray, gallery_labels: np.ndarray, probe_labels: np.nda
   return verification.tar_at_far(sim.reshape(-1), same.reshape(-1), fars)
 
 
-def evaluate(embeddings: dict[str, np.ndarray], protocol: Protocol) -> dict:
-  """Metrics of one recogniser from its embeddings of `probe_views`."""
+def view_metrics(embeddings: dict[str, np.ndarray], protocol: Protocol,
+                 views: tuple[str, ...]) -> dict:
+  """{view: rank-1, rank-5, TAR@FAR} of each probe view against the unmasked gallery;
+  'unmasked' holds every image (gallery and probes), the other views the probes only."""
   g, p = protocol.is_gallery, ~protocol.is_gallery
   gallery, gl, pl = embeddings["unmasked"][g], protocol.labels[g], protocol.labels[p]
   out = {}
-  for view in VIEWS:
+  for view in views:
     probes = embeddings[view][p] if view == "unmasked" else embeddings[view]
     sim = similarity(gallery, probes)   # once per view, for both metrics
     out[view] = {**rank_k(sim, gl, pl),
                  **{f"tar@far={f:g}": t for f, t in zip(FARS, tar_at_far(sim, gl, pl).values())}}
+  return out
+
+
+def evaluate(embeddings: dict[str, np.ndarray], protocol: Protocol) -> dict:
+  """Metrics of one recogniser from its embeddings of `probe_views`."""
+  out = view_metrics(embeddings, protocol, VIEWS)
   for view in VIEWS[1:]:
     out[view]["masked/standard"] = (out[view]["rank1"] / out["unmasked"]["rank1"]
                                     if out["unmasked"]["rank1"] else None)
@@ -234,7 +242,7 @@ def run_embedder(embedder, views: dict, flip: bool = False) -> dict:
   return {"embeddings": out, "seconds": time.perf_counter() - t}
 
 
-def _cell(metrics: dict, key: str) -> str:
+def cell(metrics: dict, key: str) -> str:
   """A percentage, with ± std when the row is a mean over seeds."""
   x, sd = metrics.get(key), metrics.get(key + "_std")
   if x is None:
@@ -252,8 +260,8 @@ def format_table(rows: dict[str, dict], title: str = "") -> str:
     u, d, t = r["unmasked"], r["masked_detector"], r["masked_template"]
     ratio = d["masked/standard"]
     lines.append(
-        f"| {name} | {_cell(u, 'rank1')} | {_cell(u, 'rank5')} | {_cell(d, 'rank1')} | "
-        f"{_cell(d, 'rank5')} | {'-' if ratio is None else f'{ratio:.2f}'} | "
-        f"{_cell(t, 'rank1')} | {_cell(t, 'rank5')} | {_cell(u, 'tar@far=0.001')} | "
-        f"{_cell(d, 'tar@far=0.001')} | {r.get('seconds', 0):.0f} |")
+        f"| {name} | {cell(u, 'rank1')} | {cell(u, 'rank5')} | {cell(d, 'rank1')} | "
+        f"{cell(d, 'rank5')} | {'-' if ratio is None else f'{ratio:.2f}'} | "
+        f"{cell(t, 'rank1')} | {cell(t, 'rank5')} | {cell(u, 'tar@far=0.001')} | "
+        f"{cell(d, 'tar@far=0.001')} | {r.get('seconds', 0):.0f} |")
   return "\n".join(lines)

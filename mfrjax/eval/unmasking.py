@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from mfrjax.data import masking, sources
-from mfrjax.eval import peer
+from mfrjax.eval import image_quality, peer
 
 VIEWS = ("unmasked", "masked", "cut", "restored", "restored_true_map")
 GREY = 128
@@ -58,25 +58,14 @@ def probe_views(restorer, images: list[np.ndarray], protocol: peer.Protocol, box
   views = {"unmasked": np.stack(images), "masked": masked, "cut": cut,
            "restored": restorer.restore(masked, pred),
            "restored_true_map": restorer.restore(masked, true_maps)}
-  inter = np.sum(pred & true_maps, axis=(1, 2))
-  union = np.sum(pred | true_maps, axis=(1, 2))
-  seg = {"iou": float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0))),
+  seg = {"iou": float(np.mean(image_quality.mask_iou(pred, true_maps))),
          "probes": len(probes)}
   return views, seg
 
 
 def evaluate(embeddings: dict[str, np.ndarray], protocol: peer.Protocol) -> dict:
   """{view: {'rank1', 'rank5', 'tar@far=0.001'}} of one recogniser's embeddings."""
-  g = protocol.is_gallery
-  gallery, gl, pl = embeddings["unmasked"][g], protocol.labels[g], protocol.labels[~g]
-  out = {}
-  for view in VIEWS:
-    probes = embeddings[view][~g] if view == "unmasked" else embeddings[view]
-    sim = peer.similarity(gallery, probes)
-    out[view] = {**peer.rank_k(sim, gl, pl),
-                 **{f"tar@far={f:g}": t for f, t in
-                    zip(peer.FARS, peer.tar_at_far(sim, gl, pl).values())}}
-  return out
+  return peer.view_metrics(embeddings, protocol, VIEWS)
 
 
 def mean_over_runs(runs: list[dict]) -> dict:
@@ -106,9 +95,7 @@ def read_images(protocol: peer.Protocol) -> list[np.ndarray]:
 
 def format_table(rows: dict[str, dict], title: str = "") -> str:
   """Markdown: one row per (recogniser, view); means ± std where rows carry `_std`."""
-  def cell(m, k):
-    x, sd = m.get(k), m.get(k + "_std")
-    return "-" if x is None else f"{100 * x:.2f}" + (f" ± {100 * sd:.2f}" if sd else "")
+  cell = peer.cell
   lines = ([title, ""] if title else []) + [
       "| recogniser | probes | rank-1 | rank-5 | TAR@FAR=1e-3 |", "|---|---|---|---|---|"]
   for name, r in rows.items():
