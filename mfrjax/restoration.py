@@ -395,10 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  seed=config.seed)
   data_it = mesh_lib.DevicePrefetcher(iter(ds), mesh)
   manager = checkpoint.make_manager(ckpt_dir, config.keep_checkpoints)
-  if "num_epochs" in changes and (manager.latest_step() or 0) > setup.total_steps:
-    raise run_info.ConfigChangedError(
-        f"config.num_epochs={config.num_epochs} ends at step {setup.total_steps}, but the run "
-        f"being resumed is at step {manager.latest_step()}")
+  train.check_resume_end(config, changes, manager, setup.total_steps)
   restored = checkpoint.restore(manager, config.resume, setup.abstract, data_it, setup.meta)
   if restored is not None and "num_epochs" in changes:
     # Both optimisers' schedules must keep the learning rate of the steps taken.

@@ -318,6 +318,16 @@ def _schedule(config, total_steps: int, steps_per_epoch: int):
                              steps_per_epoch=steps_per_epoch)
 
 
+def check_resume_end(config, schedule_changes: dict, manager, total_steps: int) -> None:
+  """Before the restore: a changed config.num_epochs must not end before the step the
+  resumed run is at (`schedule_changes` from run_info.check_resume)."""
+  if "num_epochs" in schedule_changes and (manager.latest_step() or 0) > total_steps:
+    raise run_info.ConfigChangedError(
+        f"config.num_epochs={config.num_epochs} ends at step {total_steps}, but the run "
+        f"being resumed is at step {manager.latest_step()} (it started with num_epochs="
+        f"{schedule_changes['num_epochs'][0]})")
+
+
 def check_epochs_change(config, exp: Experiment, old_epochs: int, done: int) -> None:
   """A resumed run may change config.num_epochs only when every step already taken had
   the learning rate it has under the new schedule (e.g. cyclic cosine with fixed cycles,
@@ -393,11 +403,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   state, faceset = exp.state, exp.faceset
   data_it = train_data(config, exp, mesh)
   manager = checkpoint.make_manager(ckpt_dir, config.keep_checkpoints)
-  if "num_epochs" in schedule_changes and (manager.latest_step() or 0) > exp.total_steps:
-    raise run_info.ConfigChangedError(
-        f"config.num_epochs={config.num_epochs} ends at step {exp.total_steps}, but the run "
-        f"being resumed is at step {manager.latest_step()} (it started with num_epochs="
-        f"{schedule_changes['num_epochs'][0]})")
+  check_resume_end(config, schedule_changes, manager, exp.total_steps)
   restored = checkpoint.restore(manager, config.resume, exp.abstract, data_it, exp.meta,
                                 fresh_comm=exp.state.comm)
   if restored is not None and "num_epochs" in schedule_changes:
