@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 
 import cv2
@@ -385,3 +386,20 @@ def test_paper_variants_build_at_112_rgb(name):
                                                jnp.zeros((2, 112, 112, 1)),
                                                method=model.generate), v)
     assert out.shape == (2, 112, 112, 3)
+
+
+def test_a_corrupt_evaluation_image_stops_before_step_1(lfw_masked, tmp_path):
+  root, masked = lfw_masked
+  bad_masked = str(tmp_path / "masked")
+  shutil.copytree(masked, bad_masked)
+  shutil.copytree(masked + ".seg", bad_masked + ".seg")
+  shutil.copy(masked + ".manifest.csv", bad_masked + ".manifest.csv")
+  c = lfw_config("mask_seg", root, bad_masked)
+  data = restore_data.MaskedFaces(c.data, 0)
+  _, groups = data.split()
+  victim = int(groups["seen_types"][0])
+  path = data.describe(victim)
+  with open(path, "wb") as f:
+    f.write(b"not a png")
+  with pytest.raises(sources.ImageReadError, match=re.escape(path)):
+    restoration.Setup(c, mesh_lib.make_mesh(jax.devices()[:1]))
