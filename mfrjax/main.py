@@ -7,6 +7,7 @@ Multi-host: start one process per host with the same flags plus
 `jax.distributed.initialize` and train one model over every device of every host.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -46,7 +47,12 @@ def main(argv):
     if FLAGS.debug:
       raise
     cli.report(e)
-    sys.exit(2)
+    # Leave now: at interpreter shutdown orbax's writer threads may still call into the
+    # closed event loop of a failed save and print their tracebacks after the one line.
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def _main():
