@@ -1,6 +1,6 @@
 """Orbax checkpoints of the train state *and* the grain data iterator.
 
-Restore order (STYLE.md): the latest checkpoint in the run's own workdir, else an
+Restore order: the latest checkpoint in the run's own workdir, else an
 explicit `config.resume` (another run's checkpoint directory, or one step of it), else
 nothing (fresh init). Every checkpoint carries a small JSON 'meta' item with the
 model's parameter signature, so a checkpoint of another model is refused with a message
@@ -46,7 +46,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: 
 
 
 def save_weights(manager: ocp.CheckpointManager, step: int, weights) -> None:
-  """Saves a weights-only tree (the best evaluation's, train.BestWeights) at `step`."""
+  """Saves a weights-only tree (the best evaluation's, recognition.BestWeights) at `step`."""
   manager.save(step, args=ocp.args.Composite(weights=ocp.args.StandardSave(weights)))
   manager.wait_until_finished()
 
@@ -66,9 +66,9 @@ def _locate(path: str) -> tuple[ocp.CheckpointManager, int]:
 
 
 def _split_signature(signature: list[str]) -> tuple[list[str], list[str]]:
-  """(parameters, gradient-reduction state): the latter's entries start with 'comm'."""
-  return ([x for x in signature if not x.startswith("comm")],
-          [x for x in signature if x.startswith("comm")])
+  """(parameters, gradient-reduction state): the latter's entries start with 'reduce_state'."""
+  return ([x for x in signature if not x.startswith("reduce_state")],
+          [x for x in signature if x.startswith("reduce_state")])
 
 
 def check_meta(meta: dict, expected: dict, where: str) -> bool:
@@ -97,7 +97,7 @@ class NoIntactCheckpointError(RuntimeError):
 
 
 def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state, data_iterator,
-                  meta: dict, fresh_comm):
+                  meta: dict, fresh_reduce_state):
   """(state, step, where) from one step; raises on a damaged or mismatched checkpoint."""
   where = os.path.join(str(manager.directory), str(step))
   saved_meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -116,14 +116,15 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state, dat
       "(PowerSGD residuals are per device); restoring the model, optimizer and data "
       "position and starting that state afresh: the first steps after resuming send "
       "no error feedback from before the restart", where)
-  target = {k: v for k, v in _as_dict(abstract_state).items() if k != "comm"}
+  target = {k: v for k, v in _as_dict(abstract_state).items() if k != "reduce_state"}
   restored = ocp.PyTreeCheckpointer().restore(
       epath.Path(where) / "state", args=ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
           partial_restore=True))
   manager.restore(step, args=ocp.args.Composite(
       data=grain.checkpoint.CheckpointRestore(data_iterator)))
-  state = abstract_state.replace(comm=fresh_comm, **{k: restored[k] for k in target})
+  state = abstract_state.replace(reduce_state=fresh_reduce_state,
+                                 **{k: restored[k] for k in target})
   return state, step, where
 
 
@@ -154,14 +155,14 @@ def _first_line(e: Exception) -> str:
 
 
 def restore(manager: ocp.CheckpointManager, resume: str, abstract_state, data_iterator,
-            meta: dict, fresh_comm=None):
+            meta: dict, fresh_reduce_state=None):
   """Restores by the order in the module docstring.
 
   A damaged checkpoint of the run's own directory (a truncated array file, an empty or
   unreadable JSON) is set aside (set_aside) with a warning naming it and the reason, and
   the next newest is tried; when none is intact, NoIntactCheckpointError names the
   directory. An explicit `config.resume` is the user's choice and is not replaced by an
-  older step: a damaged one is an error. `fresh_comm` is the gradient-reduction state
+  older step: a damaged one is an error. `fresh_reduce_state` is the gradient-reduction state
   used when the saved one cannot be (check_meta).
 
   Returns:
@@ -174,20 +175,21 @@ def restore(manager: ocp.CheckpointManager, resume: str, abstract_state, data_it
     source_manager, step = _locate(resume)
     try:
       return _restore_step(source_manager, step, abstract_state, data_iterator, meta,
-                           fresh_comm)
+                           fresh_reduce_state)
     except ModelMismatchError:
       raise
-    except Exception as e:  # noqa: BLE001 - any read error of a damaged checkpoint
+    except Exception as e:
       raise NoIntactCheckpointError(
           f"config.resume={resume!r}: checkpoint step {step} is damaged "
           f"({_first_line(e)})") from None
   failed = []
   for step in steps:
     try:
-      restored = _restore_step(manager, step, abstract_state, data_iterator, meta, fresh_comm)
+      restored = _restore_step(manager, step, abstract_state, data_iterator, meta,
+                               fresh_reduce_state)
     except ModelMismatchError:
       raise
-    except Exception as e:  # noqa: BLE001 - any read error of a damaged checkpoint
+    except Exception as e:
       failed.append((step, _first_line(e)))
       continue
     # Only once an intact one is found: a read error of every step may be the storage's,

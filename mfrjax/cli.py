@@ -61,3 +61,17 @@ def run(main, argv=None) -> int:
       raise
     report(e)
     return 2
+
+
+def add_landmark_flags(parser) -> None:
+  """The --landmarks/--box/--landmark_model/--upsample flags that make a landmark source
+  (prep/landmarks.Source) for mfrjax-mask and mfrjax-align."""
+  from mfrjax.prep.landmarks import INSTALL, MODELS  # pylint: disable=import-outside-toplevel
+  parser.add_argument("--landmarks", default="template",
+                      help=f"'template', 'detector' (extra: {INSTALL}) or a landmarks CSV")
+  parser.add_argument("--box", type=float, default=1.0,
+                      help="template: side of the central face square / image side")
+  parser.add_argument("--landmark_model", default="68", choices=MODELS,
+                      help="detector: dlib's 68-point (best) or 5-point (CC0 data) model")
+  parser.add_argument("--upsample", type=int, default=1,
+                      help="detector: upsamplings before detection (1 finds ~40 px faces)")

@@ -26,10 +26,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from mfrjax import methods, run_info
-from mfrjax.data import align as align_lib
 from mfrjax.data import sources, transforms
 from mfrjax.eval import embed as embed_lib
 from mfrjax.eval import identification
+from mfrjax.models.layers import l2_normalize
+from mfrjax.prep import align as align_lib
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -49,7 +50,8 @@ def _restore_numpy(ckpt, path, wanted: dict) -> dict:
 
 
 def read_best_weights(workdir: str) -> tuple[dict, int]:
-  """The weights of the best evaluation (config.eval_every; train.BestWeights) and its step."""
+  """The weights of the best evaluation (config.eval_every; recognition.BestWeights), and
+  its step."""
   best = os.path.join(workdir, "best")
   steps = sorted(int(n) for n in os.listdir(best) if n.isdigit()) if os.path.isdir(best) else []
   if not steps:
@@ -93,7 +95,7 @@ def forward(variables, x, *, model, flip: bool, normalize: bool = False):
   if flip:
     out = out + model.apply(variables, x[:, :, ::-1], method=model.embed).astype(jnp.float32)
   if normalize:
-    out = out / jnp.maximum(jnp.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    out = l2_normalize(out)
   return out
 
 
@@ -122,7 +124,7 @@ class Embedder:
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, use_ema: bool | None = None,
-                   batch_size: int = 64, best: bool = False) -> "Embedder":
+                   batch_size: int = 64, best: bool = False) -> Embedder:
     """Loads a run (finished or still training) from its workdir.
 
     Args:
@@ -133,18 +135,18 @@ class Embedder:
     """
     info = run_info.read(workdir)
     config = info["config"]
-    if config.method in methods.IMAGE_METHODS:
+    method = methods.get(config.method)
+    if not isinstance(method, methods.EmbeddingMethod):
       raise ValueError(f"{workdir} is a config.method={config.method!r} run (mask removal), "
                        "not a recogniser: load it with mfrjax.restoration.Restorer or "
-                       "tools/unmask.py")
+                       "mfrjax-unmask")
     if use_ema is None:
       use_ema = bool(config.ema.enabled)
     if best:
       variables, step = read_best_weights(workdir)
     else:
       variables, step = read_weights(workdir, step, use_ema)
-    model = methods.get_method(config.method).build_model(config.model,
-                                                          num_classes=info["num_classes"])
+    model = method.build_model(config.model, num_classes=info["num_classes"])
     return cls(model, variables, info["preprocessing"], batch_size, step)
 
   @property
@@ -154,7 +156,7 @@ class Embedder:
 
   def align(self, photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """A photo as the training images were: aligned to the template if the run's data
-    was aligned (landmarks: five (x, y) points, data/landmarks.py), else unchanged."""
+    was aligned (landmarks: five (x, y) points, prep/landmarks.py), else unchanged."""
     kind = self.preprocessing["alignment"]
     if kind == "none":
       return photo

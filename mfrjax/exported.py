@@ -15,10 +15,11 @@ Loading needs jax and numpy only, not mfrjax's models or the run:
 
 ONNX (`--format=onnx`, the `export` extra: jax2onnx converts, onnxruntime runs it) in
 insightface's input convention, so tools written for insightface's ONNX recognisers take
-it as they are: `<out>.onnx` (and `<out>.onnx.json`) with input float32 (N, 3, S, S), RGB, (x - 127.5) / 127.5,
-N free, S the run's image size (112 for aligned runs); a grey model converts RGB to grey
-inside the graph (ITU-R BT.601 weights, as OpenCV), a colour one reorders to its BGR, an
-upper-face model cuts the top rows itself. Output (N, D) float32, L2-normalised.
+it as they are: `<out>.onnx` (and `<out>.onnx.json`) with input float32 (N, 3, S, S), RGB,
+(x - 127.5) / 127.5, N free, S the run's image size (112 for aligned runs); a grey model
+converts RGB to grey inside the graph (ITU-R BT.601 weights, as OpenCV), a colour one
+reorders to its BGR, an upper-face model cuts the top rows itself. Output (N, D) float32,
+L2-normalised.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Entry point: flags -> config -> train.train_and_evaluate(config, workdir).
 
     python -m mfrjax.main --config=configs/barlow.py --workdir=/tmp/mfr
+    mfrjax-train --config=barlow:lfw --workdir=/tmp/mfr     # a recipe by name
 
 Multi-host: start one process per host with the same flags plus
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; they meet through
@@ -14,8 +15,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: a file (configs/*.py[:variant]) or a recipe name "
+    "(barlow[:variant], see mfrjax/configs).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host only).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host only).")
@@ -70,7 +72,13 @@ def _main():
 
 
 def run():
-  app.run(main)
+  from mfrjax import cli, configs
+  try:
+    argv = configs.resolve_argv(sys.argv)
+  except ValueError as e:  # an unknown recipe name: one line, before any flag parsing
+    cli.report(e)
+    sys.exit(2)
+  app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

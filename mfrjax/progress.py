@@ -1,4 +1,4 @@
-"""Progress bars and end-of-run summaries for the data tools (tools/*.py).
+"""Progress bars (tqdm) and end-of-run summaries for the commands (mfrjax/tools).
 
 A tool over 500k images must say how far it is and, at the end, what it wrote and what
 it skipped and why; nothing is dropped silently.
@@ -10,7 +10,8 @@ import collections
 import multiprocessing
 import os
 import sys
-import time
+
+import tqdm
 
 
 def require_new(*paths: str) -> None:
@@ -20,7 +21,7 @@ def require_new(*paths: str) -> None:
       raise FileExistsError(f"{path} exists; choose another output (nothing is overwritten)")
 
 
-def one_per_output(items: list[str], output_of, summary: "Summary") -> list[str]:
+def one_per_output(items: list[str], output_of, summary: Summary) -> list[str]:
   """The items whose output name (`output_of(item)`) no earlier item claimed; each later
   one is reported in `summary`. Two inputs such as a.jpg and a.png, both written as a.png,
   would otherwise overwrite each other."""
@@ -36,41 +37,11 @@ def one_per_output(items: list[str], output_of, summary: "Summary") -> list[str]
   return keep
 
 
-class Progress:
-  """`desc: done/total (rate/s, ETA)` on one refreshed stderr line; silent if `quiet`."""
-
-  def __init__(self, total: int, desc: str, stream=None, every_s: float = 0.2,
-               quiet: bool = False):
-    self.total, self.desc, self.done, self.quiet = total, desc, 0, quiet
-    self.stream = stream or sys.stderr
-    self.t0 = self._last = time.perf_counter()
-    self.every_s = every_s
-
-  def update(self, n: int = 1) -> None:
-    self.done += n
-    now = time.perf_counter()
-    if not self.quiet and (now - self._last >= self.every_s or self.done == self.total):
-      self._last = now
-      self._draw(now)
-
-  @property
-  def rate(self) -> float:
-    return self.done / max(time.perf_counter() - self.t0, 1e-9)
-
-  def _draw(self, now: float) -> None:
-    rate = self.done / max(now - self.t0, 1e-9)
-    eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-    width = 30
-    filled = int(width * self.done / max(self.total, 1))
-    self.stream.write(f"\r{self.desc}: [{'#' * filled}{'.' * (width - filled)}] "
-                      f"{self.done}/{self.total} ({rate:.1f}/s, ETA {eta:.0f}s)")
-    self.stream.flush()
-
-  def close(self) -> None:
-    if self.quiet:
-      return
-    self._draw(time.perf_counter())
-    self.stream.write("\n")
+def Progress(total: int, desc: str, stream=None, quiet: bool = False) -> tqdm.tqdm:
+  """A progress bar on stderr (`desc: done/total, rate, ETA`, tqdm); silent if `quiet`.
+  Called like the class it replaces: `bar.update(n)`, `bar.close()`."""
+  return tqdm.tqdm(total=total, desc=desc, file=stream or sys.stderr, disable=quiet,
+                   mininterval=0.2, unit="img", dynamic_ncols=True)
 
 
 class Summary:

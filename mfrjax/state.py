@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from mfrjax import salts
 from mfrjax.parallel import mesh as mesh_lib
 
 
@@ -22,24 +24,26 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: optax.OptState
-  comm: Any = ()  # gradient-reduction state (PowerSGD's Q and residuals), () for 'mean'
+  reduce_state: Any = ()  # gradient-reduction state (PowerSGD's Q and residuals), () for 'mean'
   ema: Any = ()   # {'params', 'batch_stats'}: moving average of the weights, () if off
 
 
 def init_state(rng: jax.Array, *, model, tx: optax.GradientTransformation,
-               input_shape: tuple[int, ...], comm_init=None, ema: bool = False) -> TrainState:
+               input_shape: tuple[int, ...], reduce_state_init=None,
+               ema: bool = False) -> TrainState:
   """Pure initialiser: jit-able and eval_shape-able.
 
-  `comm_init(params, rng)`, if given, builds the gradient-reduction state; `ema` adds a
+  `reduce_state_init(params, rng)`, if given, builds the gradient-reduction state; `ema` adds a
   moving average of params and batch statistics, starting at their initial values.
   """
   variables = model.init({"params": rng, "dropout": rng}, jnp.zeros(input_shape, jnp.float32),
                          train=False)
   params = variables["params"]
-  comm = () if comm_init is None else comm_init(params, jax.random.fold_in(rng, 1))
+  reduce_state = () if reduce_state_init is None else reduce_state_init(params, jax.random.fold_in(
+      rng, salts.REDUCTION_STATE))
   batch_stats = variables.get("batch_stats", {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), comm=comm,
+                    opt_state=tx.init(params), reduce_state=reduce_state,
                     ema={"params": params, "batch_stats": batch_stats} if ema else ())
 
 
@@ -76,7 +80,7 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh, shard_classes: bool 
   return jax.tree_util.tree_map_with_path(rule, abstract_state)
 
 
-def create_train_state(rng: jax.Array, model, tx, input_shape, mesh: Mesh, comm_init=None,
+def create_train_state(rng: jax.Array, model, tx, input_shape, mesh: Mesh, reduce_state_init=None,
                        ema: bool = False, shard_classes: bool = False):
   """Builds the state straight into its shardings (no full copy on one device first).
 
@@ -84,7 +88,7 @@ def create_train_state(rng: jax.Array, model, tx, input_shape, mesh: Mesh, comm_
     (state, abstract_state, shardings)
   """
   init = functools.partial(init_state, model=model, tx=tx, input_shape=input_shape,
-                           comm_init=comm_init, ema=ema)
+                           reduce_state_init=reduce_state_init, ema=ema)
   abstract = jax.eval_shape(init, rng)
   shardings = state_shardings(abstract, mesh, shard_classes)
   state = jax.jit(init, out_shardings=shardings)(rng)

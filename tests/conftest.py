@@ -8,7 +8,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import pytest  # noqa: E402
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -23,12 +23,10 @@ def shared_data() -> pathlib.Path:
 
 
 def load_config(name: str = "barlow", variant: str = "smoke", **overrides):
-  """configs/<name>.py:<variant> with dotted-key overrides, e.g. {'optimizer.name': 'sgd'}."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(f"{name}_cfg", ROOT / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  cfg = mod.get_config(variant)
+  """The recipe `name:variant` (mfrjax/configs) with dotted-key overrides, e.g.
+  {'optimizer.name': 'sgd'}."""
+  from mfrjax import configs
+  cfg = configs.load(f"{name}:{variant}")
   for key, value in overrides.items():
     node = cfg
     *parents, leaf = key.split(".")
@@ -41,3 +39,16 @@ def load_config(name: str = "barlow", variant: str = "smoke", **overrides):
 def smoke_config(**overrides):
   """configs/barlow.py:smoke with dotted-key overrides."""
   return load_config("barlow", "smoke", **overrides)
+
+
+def write_bin(path: str, images: list, issame: list, ext: str = ".jpg") -> None:
+  """Images (pairs 2k, 2k+1) and flags as an insightface .bin (prep/convert.py's writer)."""
+  import cv2
+
+  from mfrjax.prep import convert
+  bins = []
+  for img in images:
+    ok, buf = cv2.imencode(ext, img)
+    assert ok, ext
+    bins.append(buf.tobytes())
+  convert.write_bin_bytes(path, bins, issame)

@@ -1,11 +1,10 @@
-"""Five-point alignment (data/align.py), landmarks (data/landmarks.py), tools/align_faces.py.
+"""Five-point alignment (prep/align.py), landmarks (prep/landmarks.py), mfrjax-align.
 
 The detector tests run where the `landmarks` extra is installed (CI installs it) and skip
 with the install command otherwise.
 """
 
 import csv
-import importlib.util
 import json
 import sys
 
@@ -13,12 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mfrjax.data import align, landmarks, mask_dataset, masking
-from tests.conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("align_tool", ROOT / "tools" / "align_faces.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from mfrjax.prep import align, landmarks, mask_dataset, masking
+from mfrjax.tools import align_faces as tool
 
 needs_detector = pytest.mark.skipif(
     not landmarks.available(), reason=f"landmark detector not installed: {landmarks.INSTALL}")

@@ -5,15 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import load_config
-from mfrjax import methods, train
+from mfrjax import methods, recognition
 from mfrjax.models.iresnet import DropBlock, IBasicBlock
 from mfrjax.parallel import mesh as mesh_lib
+from tests.conftest import load_config
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def _model_cfg(name, variant="smoke", **overrides):
   cfg = load_config(name, variant, **overrides)
-  return cfg, methods.get_method(cfg.method)
+  return cfg, methods.get(cfg.method)
 
 
 def _build(name, dtype, **overrides):
@@ -111,8 +114,8 @@ def test_margin_logits_and_loss_in_float32_under_bf16():
   v = _init(model, jnp.zeros((1, 16, 16, 1)))
   batch = {"image": x, "label": jnp.arange(8) % 10, "masked": jnp.zeros(8, bool)}
   (loss, _), grads = jax.jit(jax.value_and_grad(
-      lambda p: methods.margin_head_loss(p, v["batch_stats"], batch, jax.random.key(1), 0,
-                                         model=model, config=cfg, num_classes=10),
+      lambda p: method.loss(p, v["batch_stats"], batch, jax.random.key(1), 0, model=model,
+                            config=cfg, num_classes=10),
       has_aux=True))(v["params"])
   assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
   assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
@@ -123,8 +126,8 @@ def test_bf16_smoke_run_trains(name):
   """A bf16 model on CPU learns: the loss over the last steps is below the first steps'."""
   cfg = load_config(name, "smoke", **{"model.dtype": "bfloat16", "num_epochs": 40})
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
-  exp = train.setup(cfg, mesh)
-  data = train.train_data(cfg, exp, mesh)
+  exp = recognition.setup(cfg, mesh)
+  data = recognition.train_data(cfg, exp, mesh)
   state, rng, losses = exp.state, jax.random.key(0), []
   for _ in range(24):
     state, metrics = exp.step_fn(state, next(data), rng)

@@ -1,19 +1,15 @@
-"""tools/clean.py: every kind of finding on a set the test builds, the exclusion list
+"""mfrjax-clean: every kind of finding on a set the test builds, the exclusion list
 the loader honours, the banded near-duplicate search against brute force."""
 
-import importlib.util
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from mfrjax.data import clean, sources
-from tests.conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("clean_tool", ROOT / "tools" / "clean.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from mfrjax.data import sources
+from mfrjax.prep import clean
+from mfrjax.tools import clean as tool
 
 
 def face(seed, size=64):

@@ -1,6 +1,5 @@
-"""Format conversion: RecordIO, verification .bin, pair lists (tools/convert.py)."""
+"""Format conversion: RecordIO, verification .bin, pair lists (mfrjax-convert)."""
 
-import importlib.util
 import json
 import os
 import struct
@@ -9,12 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mfrjax.data import convert, pair_sets, recordio, sources
-from tests.conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("convert_tool", ROOT / "tools" / "convert.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from mfrjax.data import pair_sets, sources
+from mfrjax.prep import convert, recordio
+from mfrjax.tools import convert as tool
+from tests.conftest import write_bin
 
 
 def encoded(seed, ext=".png", shape=(12, 10, 3)):
@@ -99,7 +96,7 @@ def test_orl_folder_to_rec_and_back_is_lossless(shared_data, tmp_path, capsys):
 def test_bin_to_folder_and_back(tmp_path):
   imgs = [encoded(i)[0] for i in range(6)]
   src = tmp_path / "a.bin"
-  pair_sets.write_bin(str(src), imgs, [True, False, True], ext=".png")
+  write_bin(str(src), imgs, [True, False, True], ext=".png")
   out = tmp_path / "folder"
   convert.bin_to_folder(str(src), str(out), quiet=True)
   lines = (out / "pairs.txt").read_text().splitlines()

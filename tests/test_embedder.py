@@ -9,17 +9,21 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import commands, embedder, run_info, train
+from mfrjax import embedder, recognition, run_info, train
 from mfrjax.data import pipeline, sources
 from mfrjax.eval import identification
+from mfrjax.tools import inference
 from tests.conftest import load_config
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """ArcFace smoke run on 8 fake devices, class-sharded head, EMA on."""
   workdir = str(tmp_path_factory.mktemp("arc"))
-  cfg = load_config("arcface", **{"model.shard_classes": True})
+  cfg = load_config("margin", **{"model.shard_classes": True})
   train.train_and_evaluate(cfg, workdir)
   return workdir, cfg
 
@@ -31,7 +35,7 @@ def test_run_stores_what_embedding_needs(run):
   assert info["preprocessing"] == run_info.preprocessing(cfg.data)
   assert info["preprocessing"]["image_size"] == cfg.data.image_size
   fs = pipeline.build_faceset(cfg.data, cfg.seed)
-  train_ids, _ = train.split_data(cfg)[1:3]
+  train_ids, _ = recognition.split_data(cfg)[1:3]
   assert info["num_classes"] == len(train_ids) < len(fs.identities)
 
 
@@ -104,7 +108,7 @@ def test_embed_command_skips_bad_files_and_matches_the_api(run, tmp_path, capsys
   _faces_on_disk(tmp_path / "in", cfg)
   (tmp_path / "in" / "id0" / "broken.jpg").write_bytes(b"not a jpeg")
   out = tmp_path / "emb.npz"
-  assert commands.embed_main(["--workdir", workdir, "--images", str(tmp_path / "in"),
+  assert inference.embed_main(["--workdir", workdir, "--images", str(tmp_path / "in"),
                               "--out", str(out), "--quiet"]) == 0
   text = capsys.readouterr().out
   assert "written: 9" in text and "skipped: 1" in text and "not a valid image" in text
@@ -113,7 +117,7 @@ def test_embed_command_skips_bad_files_and_matches_the_api(run, tmp_path, capsys
   api = embedder.Embedder.from_workdir(workdir).embed([str(p) for p in saved["paths"]])
   np.testing.assert_allclose(saved["embeddings"], api, atol=1e-6)
   capsys.readouterr()
-  assert commands.embed_main(["--workdir", workdir, "--images", str(tmp_path / "no"),
+  assert inference.embed_main(["--workdir", workdir, "--images", str(tmp_path / "no"),
                               "--out", str(out)]) == 2
   assert re.search(r"^error: .*neither a folder", capsys.readouterr().err)
 
@@ -121,25 +125,25 @@ def test_embed_command_skips_bad_files_and_matches_the_api(run, tmp_path, capsys
 def test_verify_uses_the_runs_calibrated_threshold(run, tmp_path, capsys):
   workdir, cfg = run
   _faces_on_disk(tmp_path, cfg, people=(0, 1), per=2)
-  table = commands.stored_thresholds(workdir, "standard")
+  table = inference.stored_thresholds(workdir, "standard")
   assert set(table) == {"best_accuracy", "far=0.01", "far=0.001"}
   a, b = str(tmp_path / "id0" / "0.png"), str(tmp_path / "id1" / "0.png")
-  assert commands.verify_main(["--workdir", workdir, a, b, "--threshold",
+  assert inference.verify_main(["--workdir", workdir, a, b, "--threshold",
                                "best_accuracy"]) == 0
   line = capsys.readouterr().out
   x = embedder.Embedder.from_workdir(workdir).embed([a, b])
   assert f"score {float(x[0] @ x[1]):.4f}" in line
   assert f"threshold {table['best_accuracy']:.4f} (best_accuracy, standard track)" in line
-  commands.verify_main(["--workdir", workdir, a, a, "--threshold", "0.99"])
+  inference.verify_main(["--workdir", workdir, a, a, "--threshold", "0.99"])
   assert "same person" in capsys.readouterr().out
   # User errors: one `error:` line naming the file or flag, exit status 2 (mfrjax.cli).
-  assert commands.verify_main(["--workdir", workdir, a, str(tmp_path / "missing.png"),
+  assert inference.verify_main(["--workdir", workdir, a, str(tmp_path / "missing.png"),
                                "--threshold", "0.5"]) == 2
   assert re.search(r"^error: cannot read image .*missing.png", capsys.readouterr().err)
-  assert commands.verify_main(["--workdir", workdir, a, b, "--threshold", "far=0.5"]) == 2
+  assert inference.verify_main(["--workdir", workdir, a, b, "--threshold", "far=0.5"]) == 2
   assert re.search(r"^error: --threshold=far=0.5.*give a number", capsys.readouterr().err)
   with pytest.raises(sources.ImageReadError, match="missing.png"):  # --debug: the exception
-    commands.verify_main(["--workdir", workdir, a, str(tmp_path / "missing.png"),
+    inference.verify_main(["--workdir", workdir, a, str(tmp_path / "missing.png"),
                           "--threshold", "0.5", "--debug"])
 
 
@@ -149,7 +153,7 @@ def test_identify_command_ranks_and_writes_matches(run, tmp_path, capsys):
   # The probes are the gallery images themselves: every probe's best match is itself.
   _faces_on_disk(tmp_path / "p", cfg, per=1)
   out = tmp_path / "m.csv"
-  assert commands.identify_main(["--workdir", workdir, "--gallery", str(tmp_path / "g"),
+  assert inference.identify_main(["--workdir", workdir, "--gallery", str(tmp_path / "g"),
                                  "--probes", str(tmp_path / "p"), "--csv", str(out),
                                  "--quiet"]) == 0
   assert "rank-1: 100.00% of 3 probes" in capsys.readouterr().out
@@ -162,7 +166,7 @@ def test_stablehlo_export_runs_without_the_model_code(run, tmp_path, shared_data
   faces (LFW photos, preprocessed as the run's contract says), at any batch size."""
   workdir, _ = run
   out = str(tmp_path / "model")
-  assert commands.export_main(["--workdir", workdir, "--out", out]) == 0
+  assert inference.export_main(["--workdir", workdir, "--out", out]) == 0
   code = (f"import json, sys, numpy as np; sys.modules['mfrjax'] = None\n"
           f"import jax; from importlib.machinery import SourceFileLoader\n"
           f"m = SourceFileLoader('ex', {str(embedder.__file__).replace('embedder', 'exported')!r})"
@@ -173,7 +177,8 @@ def test_stablehlo_export_runs_without_the_model_code(run, tmp_path, shared_data
   photos = sorted((shared_data / "lfw").glob("*/*.jpg"))[:5]
   x = np.stack([emb.preprocess(sources.read_image(str(p))) for p in photos])
   np.save(tmp_path / "x.npy", x)
-  import subprocess, sys  # noqa: E401  pylint: disable=import-outside-toplevel,multiple-imports
+  import subprocess
+  import sys
   subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
   got = np.load(tmp_path / "y.npy")
   np.testing.assert_allclose(got, emb.embed(x), atol=1e-5)
@@ -195,7 +200,7 @@ def test_onnx_export_in_insightface_convention_matches_jax(run, tmp_path, shared
   import onnxruntime  # pylint: disable=import-outside-toplevel
   workdir, _ = run
   out = str(tmp_path / "model")
-  assert commands.export_main(["--workdir", workdir, "--out", out, "--format", "onnx"]) == 0
+  assert inference.export_main(["--workdir", workdir, "--out", out, "--format", "onnx"]) == 0
   emb = embedder.Embedder.from_workdir(workdir)
   photos = sorted((shared_data / "lfw").glob("*/*.jpg"))[:6]
   x = np.stack([emb.preprocess(sources.read_image(str(p))) for p in photos])  # grey (N,S,S,1)

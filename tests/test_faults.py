@@ -17,14 +17,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mfrjax import checkpoint, cli, run_info, train, workdir_lock
+from mfrjax import checkpoint, cli, recognition, run_info, train, workdir_lock
 from mfrjax.data import sources
 from mfrjax.parallel import mesh as mesh_lib
 from tests.conftest import ROOT, load_config, smoke_config
 
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 def arcface_smoke(**overrides):
-  return load_config("arcface", "smoke", **overrides)
+  return load_config("margin", "smoke", **overrides)
 
 
 def saved_params(step_dir) -> list[np.ndarray]:
@@ -241,7 +244,8 @@ def test_powersgd_resumes_on_another_device_count_with_fresh_residuals(tmp_path,
   def spy(*args, **kwargs):
     restored = restore(*args, **kwargs)
     seen["params"] = [np.asarray(x) for x in jax.tree.leaves(restored[0].params)]
-    seen["comm"] = [np.asarray(x) for x in jax.tree.leaves(restored[0].comm)]  # donated later
+    seen["reduce_state"] = [np.asarray(x)  # donated later
+                            for x in jax.tree.leaves(restored[0].reduce_state)]
     return restored
 
   restore = checkpoint.restore
@@ -254,7 +258,7 @@ def test_powersgd_resumes_on_another_device_count_with_fresh_residuals(tmp_path,
   assert results["steps"] == 12 and os.path.exists(tmp_path / "results.json")
   for a, b in zip(saved, seen["params"]):
     np.testing.assert_array_equal(a, b)
-  residuals = [x for x in seen["comm"] if x.ndim > 1 and x.shape[0] == 2]
+  residuals = [x for x in seen["reduce_state"] if x.ndim > 1 and x.shape[0] == 2]
   assert residuals and all(not r.any() for r in residuals)  # fresh: zero
 
 
@@ -280,7 +284,7 @@ def folder_config(root, **overrides):
 def test_bad_evaluation_inputs_fail_before_the_first_step(shared_data, tmp_path):
   root = _faces(shared_data, tmp_path / "faces")
   cfg = folder_config(root)
-  faceset, _, _, _, test_groups = train.split_data(cfg)
+  faceset, _, _, _, test_groups = recognition.split_data(cfg)
   victim = faceset.describe(int(test_groups[0][-1]))
   with open(victim, "wb") as f:
     f.write(b"not a jpeg")
@@ -365,12 +369,12 @@ def test_commands_report_user_errors_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("tool,args,expected", [
-    ("convert.py", ["rec2folder", "--rec=/nonexistent.rec", "--out=/tmp/x"], "nonexistent"),
-    ("clean.py", ["--root=/nonexistent", "--out=/tmp/x.txt"], "/nonexistent"),
-    ("evaluate.py", ["--embeddings=/nonexistent.npz"], "/nonexistent.npz"),
+    ("convert", ["rec2folder", "--rec=/nonexistent.rec", "--out=/tmp/x"], "nonexistent"),
+    ("clean", ["--root=/nonexistent", "--out=/tmp/x.txt"], "/nonexistent"),
+    ("evaluate", ["--embeddings=/nonexistent.npz"], "/nonexistent.npz"),
 ])
 def test_tools_say_error_and_exit_2(tool, args, expected):
-  r = subprocess.run([sys.executable, str(ROOT / "tools" / tool), *args], cwd=ROOT,
+  r = subprocess.run([sys.executable, "-m", f"mfrjax.tools.{tool}", *args], cwd=ROOT,
                      capture_output=True, text=True, timeout=120,
                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert r.returncode == 2, r.stderr
@@ -392,6 +396,7 @@ def test_library_tracebacks_are_left_out_of_the_log():
   """The failure CI saw once: asyncio logs 'Task exception was never retrieved' with a
   traceback when it collects a failed orbax write, depending on when the GC runs."""
   import logging as std_logging
+
   from mfrjax import main as main_lib
 
   def record(path, level=std_logging.ERROR):

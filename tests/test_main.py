@@ -24,18 +24,30 @@ def test_typo_in_override_fails_loudly():
   assert r.returncode != 0 and "optimiser" in r.stderr
 
 
-def test_missing_config_file():
+def test_missing_config_file_and_unknown_recipe_name():
   r = run("--config=configs/nope.py", "--workdir=/tmp/unused")
   assert r.returncode != 0 and "nope.py" in r.stderr
+  r = run("--config=barlw:smoke", "--workdir=/tmp/unused")
+  assert r.returncode == 2 and "no recipe of that name" in r.stderr and "'barlow'" in r.stderr
+  assert "Traceback" not in r.stderr
+
+
+def test_a_recipe_by_name_is_its_file_in_the_package():
+  from mfrjax import configs
+  assert configs.names() == ["barlow", "inpaint", "margin", "mask_seg", "quintuplet",
+                             "triplet_upper"]
+  path = configs.resolve("barlow:lfw")
+  assert path == str(ROOT / "mfrjax" / "configs" / "barlow.py") + ":lfw"
+  assert configs.resolve("configs/barlow.py:lfw") == "configs/barlow.py:lfw"  # paths as given
+  assert configs.load("barlow:lfw").to_dict() == load_config("barlow", "lfw").to_dict()
+  assert configs.resolve_argv(["x", "--config=margin", "--config.seed=1"]) == [
+      "x", f"--config={ROOT / 'mfrjax' / 'configs' / 'margin.py'}", "--config.seed=1"]
 
 
 @pytest.mark.parametrize("variant", ["default", "smoke", "lfw", "paper"])
 def test_variants_are_locked_and_complete(variant):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("c", ROOT / "configs" / "barlow.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  cfg = mod.get_config(variant if variant != "default" else None)
+  from mfrjax import configs
+  cfg = configs.load("configs/barlow.py" + (f":{variant}" if variant != "default" else ""))
   assert cfg.batch_size > 0 and cfg.model.backbone
   if variant == "paper":
     assert (cfg.model.backbone, cfg.batch_size, cfg.data.image_size) == ("resnet50", 512, 112)
@@ -48,23 +60,23 @@ def test_smoke_config_helper_overrides():
 
 
 @pytest.mark.parametrize("variant", ["paper", "paper_cosface", "paper_baseline"])
-def test_arcface_paper_variants_build_the_seed_recipe(variant):
+def test_arcface_paper_variants_build_the_paper_recipe(variant):
   import jax
   import jax.numpy as jnp
 
   from mfrjax import methods
-  cfg = load_config("arcface", variant)
+  cfg = load_config("margin", variant)
   m, lc, o = cfg.model, cfg.loss, cfg.optimizer
   assert (m.backbone, cfg.batch_size, cfg.data.image_size, cfg.data.channels) == (
       "iresnet100", 512, 112, 3)
   assert (o.name, o.learning_rate, o.momentum, o.weight_decay, o.schedule) == (
       "sgd", 0.1, 0.9, 5e-4, "cyclic_cosine")
   assert cfg.data.masked_share == 0.1 and lc.scale == 64.0 and m.shard_classes
-  seed_changes = variant != "paper_baseline"
-  assert (m.stem == "focus", m.se, m.dropblock.rate > 0, cfg.ema.enabled) == (seed_changes,) * 4
+  paper_changes = variant != "paper_baseline"
+  assert (m.stem == "focus", m.se, m.dropblock.rate > 0, cfg.ema.enabled) == (paper_changes,) * 4
   assert (lc.head, lc.margin) == (("cosface", 0.35) if variant == "paper_cosface"
                                   else ("arcface", 0.5))
-  model = methods.build_margin(m, num_classes=10572)  # CASIA-WebFace's identities
+  model = methods.get("margin").build_model(m, num_classes=10572)  # CASIA-WebFace's identities
   shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
                                              jnp.zeros((1, 112, 112, 3))))
   assert shapes["params"]["class_weight"].shape == (512, 10624)  # padded to 128s

@@ -1,18 +1,14 @@
-"""Landmark-placed masks (data/masking.py) and the folder tool (tools/mask_faces.py)."""
+"""Landmark-placed masks (prep/masking.py) and the folder tool (mfrjax-mask)."""
 
 import csv
-import importlib.util
 
 import cv2
 import numpy as np
 import pytest
 
-from mfrjax.data import landmarks, mask_dataset, masking, sources
-from tests.conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("mask_tool", ROOT / "tools" / "mask_faces.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from mfrjax.data import sources
+from mfrjax.prep import landmarks, mask_dataset, masking
+from mfrjax.tools import mask_faces as tool
 
 
 def face(c=3, size=112, seed=0):

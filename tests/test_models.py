@@ -65,7 +65,7 @@ def test_embedding_head_is_normalised_and_dropout_only_in_training():
   from mfrjax import methods
   from tests.conftest import load_config
   cfg = load_config("quintuplet").model
-  model = methods.build_embedder(cfg)
+  model = methods.get("triplet").build_model(cfg)
   x = jax.random.normal(jax.random.key(5), (4, 16, 16, 1))
   v = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
   e = model.apply(v, x, method=model.embed)

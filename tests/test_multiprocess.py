@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import ROOT
 
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 def free_port() -> int:
   with socket.socket() as s:

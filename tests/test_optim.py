@@ -88,7 +88,7 @@ def test_unknown_optimizer():
 
 
 def test_cyclic_cosine_warmup_cycles_and_restarts():
-  cfg = load_config("arcface", "smoke", **{"optimizer.warmup_epochs": 0.5,
+  cfg = load_config("margin", "smoke", **{"optimizer.warmup_epochs": 0.5,
                                            "optimizer.cycle_epochs": 2.0,
                                            "optimizer.final_lr_fraction": 0.1,
                                            "optimizer.cycle_decay": 0.5})

@@ -1,21 +1,21 @@
 """The peer benchmark: held-out people, the protocol's metrics by hand, dlib on real faces,
-tools/peer_benchmark.py end to end."""
+mfrjax-peer end to end."""
 
-import importlib.util
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from mfrjax import run_info, train
-from mfrjax.data import landmarks, sources
+from mfrjax import recognition, run_info, train
+from mfrjax.data import sources
 from mfrjax.eval import identification, peer
-from tests.conftest import ROOT, load_config
+from mfrjax.prep import landmarks
+from mfrjax.tools import peer_benchmark as tool
+from tests.conftest import load_config
 
-spec = importlib.util.spec_from_file_location("peer_tool", ROOT / "tools" / "peer_benchmark.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 needs_dlib = pytest.mark.skipif(not landmarks.available(),
                                 reason=f"dlib not installed: {landmarks.INSTALL}")
@@ -50,7 +50,7 @@ def test_folder_set_drops_held_out_people(tmp_path):
   # The config key reaches the set, and the LFW variants hold people out.
   cfg = load_config("barlow", "lfw", **{"data.root": str(tmp_path)})
   assert cfg.data.holdout_percent == 15
-  assert train.split_data(cfg)[0].identities == tuple(sorted(kept))
+  assert recognition.split_data(cfg)[0].identities == tuple(sorted(kept))
 
 
 def test_protocol_gallery_probes_and_cap(tmp_path):
@@ -133,7 +133,7 @@ def test_dlib_is_strong_unmasked_and_hurt_by_masks(lfw_protocol):
 
 
 def _run_json(tmp_path, holdout):
-  cfg = load_config("arcface", "lfw", **{"data.holdout_percent": holdout})
+  cfg = load_config("margin", "lfw", **{"data.holdout_percent": holdout})
   (tmp_path / "w").mkdir()
   run_info.write(str(tmp_path / "w"), cfg, 10)
   return str(tmp_path / "w")
@@ -150,7 +150,7 @@ def test_tool_refuses_runs_that_saw_protocol_people(tmp_path):
 @needs_dlib
 def test_tool_end_to_end_with_a_run_and_dlib(shared_data, tmp_path):
   workdir = str(tmp_path / "arc")
-  train.train_and_evaluate(load_config("arcface", "smoke"), workdir)  # synthetic: allowed
+  train.train_and_evaluate(load_config("margin", "smoke"), workdir)  # synthetic: allowed
   out = tmp_path / "peer"
   assert tool.main(["--root", str(shared_data / "lfw"), "--dlib", "--quiet",
                     "--run", f"smoke={workdir},{workdir}", "--out", str(out),
@@ -165,20 +165,21 @@ def test_tool_end_to_end_with_a_run_and_dlib(shared_data, tmp_path):
 
 
 def test_arcface_lfw_is_the_aligned_recipe_and_lfw_centre_the_old_one():
-  aligned, centre = load_config("arcface", "lfw"), load_config("arcface", "lfw_centre")
+  aligned, centre = load_config("margin", "lfw"), load_config("margin", "lfw_centre")
   assert (aligned.data.alignment, aligned.data.image_size, aligned.data.mask_source,
           aligned.data.max_images_per_identity, aligned.num_epochs,
           aligned.optimizer.cycle_epochs) == ("112x112", 64, "files", 0, 64, 32)
   assert (centre.data.alignment, centre.data.image_size, centre.data.mask_source,
           centre.num_epochs) == ("none", 48, "draw", 16)
   assert aligned.data.holdout_percent == centre.data.holdout_percent == 15
-  assert centre.data.to_dict() == load_config("barlow", "lfw").data.to_dict() | {
-      k: v for k, v in centre.data.to_dict().items() if k in ("sampler", "augment",
-                                                              "masked_share")}
+  barlow = {k: v for k, v in load_config("barlow", "lfw").data.to_dict().items()
+            if k != "pair_sampler"}  # Barlow Twins' own key
+  assert centre.data.to_dict() == barlow | {
+      k: v for k, v in centre.data.to_dict().items() if k in ("augment", "masked_share")}
 
 
 def test_unknown_alignment_is_refused_before_training():
   from mfrjax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match=r"config.data.alignment='112'; valid: \('none', "
                                        r"'112x112', '96x112'\)"):
-    train.setup(load_config("arcface", **{"data.alignment": "112"}), mesh_lib.make_mesh())
+    recognition.setup(load_config("margin", **{"data.alignment": "112"}), mesh_lib.make_mesh())

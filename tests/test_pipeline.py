@@ -53,7 +53,7 @@ def test_random_sampler_pairs_every_image_with_another_of_its_identity():
 
 def test_unknown_sampler_and_no_pairs():
   _, groups = groups_for([2])
-  with pytest.raises(ValueError, match="config.data.sampler"):
+  with pytest.raises(ValueError, match="config.data.pair_sampler"):
     pipeline.epoch_pairs(groups, "bogus", 0, 0)
   _, singles = groups_for([1, 1])
   with pytest.raises(ValueError, match="no training pairs"):
@@ -64,7 +64,7 @@ def small_stream(cfg, seed=0):
   fs = pipeline.build_faceset(cfg.data, seed)
   train, _ = sources.split_identities(fs.labels, len(fs.identities), 0.25, seed)
   groups = pipeline.images_by_identity(fs.labels, train)
-  return fs, train, pipeline.train_dataset(fs, groups, cfg.data, global_batch=8, num_epochs=2,
+  return fs, train, pipeline.pair_dataset(fs, groups, cfg.data, global_batch=8, num_epochs=2,
                                             seed=seed)
 
 
@@ -143,7 +143,7 @@ def test_corrupt_image_error_names_the_file_through_the_pipeline(tmp_path):
   cfg = smoke_config(**{"data.source": "folder", "data.root": str(tmp_path),
                         "data.mask_source": "draw"})
   fs = pipeline.build_faceset(cfg.data, 0)
-  ds = pipeline.train_dataset(fs, pipeline.images_by_identity(fs.labels, np.array([0, 1])),
+  ds = pipeline.pair_dataset(fs, pipeline.images_by_identity(fs.labels, np.array([0, 1])),
                               cfg.data, global_batch=2, num_epochs=1, seed=0)
   with pytest.raises(Exception, match=r"b/1\.png"):
     list(ds)
@@ -179,7 +179,7 @@ def test_identity_rows_split_by_process_into_contiguous_blocks():
 
 
 def test_identity_stream_loads_views_and_whole_people():
-  cfg = smoke_config(**{"data.sampler": "identities"}).data
+  cfg = smoke_config().data
   fs = pipeline.build_faceset(cfg, 0)
   groups = pipeline.images_by_identity(fs.labels, np.arange(8))
   ds = pipeline.identity_dataset(fs, groups, cfg, global_batch=24, num_epochs=1, seed=0,
@@ -192,7 +192,7 @@ def test_identity_stream_loads_views_and_whole_people():
                                               seed=0, views=("unmasked",))))
   assert set(again) == {"unmasked", "label"}
   np.testing.assert_array_equal(again["unmasked"], batch["unmasked"])
-  with pytest.raises(ValueError, match="images_per_identity=3"):
+  with pytest.raises(ValueError, match="batch_images_per_person=3"):
     pipeline.identity_dataset(fs, groups, cfg, global_batch=20, num_epochs=1, seed=0,
                               views=("unmasked",))
 
@@ -221,7 +221,7 @@ def test_masked_flags_mark_exactly_the_share():
 
 
 def labelled_setup(share=0.25, **aug):
-  cfg = load_config("arcface", "smoke", **{"data.masked_share": share, **aug}).data
+  cfg = load_config("margin", "smoke", **{"data.masked_share": share, **aug}).data
   fs = pipeline.build_faceset(cfg, 0)
   groups = pipeline.images_by_identity(fs.labels, np.arange(8))  # 8 people x 6 images
   return cfg, fs, groups

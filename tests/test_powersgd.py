@@ -19,7 +19,7 @@ def per_device_grads(shapes, seed=0, n_dev=8):
 def run_reduce(local, plan, state, steps=1, **kw):
   """Applies powersgd.reduce `steps` times to the per-device grads in `local` (8 devices)."""
   mesh = mesh_lib.make_mesh()
-  specs = grad_reduce.comm_specs(state)
+  specs = grad_reduce.reduce_state_specs(state)
 
   def body(g, st):
     g = jax.tree.map(lambda x: x[0], g)
@@ -115,7 +115,7 @@ def test_compressed_leaves_share_two_collectives():
   params = {k: jnp.zeros(s) for k, s in shapes.items()}
   plan = powersgd.make_plan(params, rank=2, min_compression_rate=0.0)
   state = powersgd.init_state(plan, 8, jax.random.key(0))
-  specs = grad_reduce.comm_specs(state)
+  specs = grad_reduce.reduce_state_specs(state)
   f = jax.shard_map(lambda g, st: powersgd.reduce(jax.tree.map(lambda x: x[0], g), st, plan, D,
                                                   error_feedback=True, warm_start=True,
                                                   rng=jax.random.key(0)),

@@ -58,4 +58,4 @@ def test_require_new_and_quiet_progress(tmp_path):
   bar = progress.Progress(2, "job", stream=stream)
   bar.update(2)
   bar.close()
-  assert "job: [" in stream.getvalue() and "2/2" in stream.getvalue()
+  assert "job: 100%" in stream.getvalue() and "2/2" in stream.getvalue()

@@ -12,13 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mfrjax import embedder, restoration, train
-from mfrjax.data import mask_dataset, restore_data, sources
+from mfrjax import embedder, methods, restoration, train
+from mfrjax.data import restore_data, sources
 from mfrjax.eval import image_quality, unmasking
 from mfrjax.losses import restore as losses
+from mfrjax.methods import inpaint
 from mfrjax.models import unet
 from mfrjax.parallel import mesh as mesh_lib
+from mfrjax.prep import mask_dataset
 from tests.conftest import load_config
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 rng = np.random.default_rng(0)
 
@@ -97,17 +102,17 @@ def test_region_scores_by_hand():
 def test_one_step_updates_each_network_by_its_own_loss():
   """d total / d gen == d L_G / d gen and d total / d disc == d L_D / d disc."""
   config = load_config("inpaint", "smoke")
-  model = restoration.build_model(config)
-  v = model.init(jax.random.key(0), jnp.zeros(restoration.input_shape(config)))
+  model = inpaint.METHOD.build_model(config)
+  v = model.init(jax.random.key(0), jnp.zeros(inpaint.METHOD.input_shape(config)))
   batch = _batch(config)
 
   def total(p):
-    return restoration.inpaint_loss(p, v["batch_stats"], batch, None, 0, model=model,
-                                    config=config)[0]
+    return inpaint.inpaint_loss(p, v["batch_stats"], batch, None, 0, model=model,
+                               config=config)[0]
 
   def part(name):
-    return lambda p: restoration.inpaint_loss(p, v["batch_stats"], batch, None, 0, model=model,
-                                              config=config)[1][1][name]
+    return lambda p: inpaint.inpaint_loss(p, v["batch_stats"], batch, None, 0, model=model,
+                                         config=config)[1][1][name]
   g = jax.grad(total)(v["params"])
   g_gen = jax.grad(part("loss_g"))(v["params"])
   g_disc = jax.grad(part("loss_d"))(v["params"])
@@ -129,7 +134,7 @@ def test_generator_and_discriminator_step_lowers_the_l1_on_a_fixed_batch():
   config = load_config("inpaint", "smoke")
   config.optimizer.learning_rate = config.disc_optimizer.learning_rate = 1e-3
   config.optimizer.warmup_epochs = config.disc_optimizer.warmup_epochs = 0.0
-  setup = restoration.Setup(config, mesh_lib.make_mesh(jax.devices()[:1]))
+  setup = restoration.Setup(inpaint.METHOD, config, mesh_lib.make_mesh(jax.devices()[:1]))
   batch = _batch(config)
   # The metrics of a step are those of the weights it starts from.
   state, metrics = setup.step_fn(setup.state, batch, jax.random.key(0))
@@ -188,7 +193,7 @@ def test_triples_from_the_masking_tool(lfw_masked):
 
 def test_missing_manifest_names_the_key_and_the_command(tmp_path):
   c = lfw_config("mask_seg", str(tmp_path), str(tmp_path / "nothing"))
-  with pytest.raises(FileNotFoundError, match="config.data.masked_root.*tools/mask_faces.py"):
+  with pytest.raises(FileNotFoundError, match="config.data.masked_root.*mfrjax-mask"):
     restore_data.MaskedFaces(c.data, 0)
   c.data.holdout_mask_type = "visor"
   with pytest.raises(ValueError, match="config.data.holdout_mask_type='visor'"):
@@ -289,20 +294,15 @@ def test_restorer_changes_only_the_predicted_mask(inpaint_run, seg_run):
 
 
 def test_unknown_method_lists_the_restoration_methods():
-  from mfrjax import methods
-  with pytest.raises(ValueError, match="'mask_seg', 'inpaint'"):
-    methods.get_method("unmask")
+  with pytest.raises(ValueError, match="'inpaint', 'margin', 'mask_seg'"):
+    methods.get("unmask")
 
 
-# ------------------------------------------------------------------- tools/unmask.py
+# ------------------------------------------------------------------- mfrjax-unmask
 
 def _tool():
-  import importlib.util
 
-  from tests.conftest import ROOT
-  spec = importlib.util.spec_from_file_location("unmask_tool", ROOT / "tools" / "unmask.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  from mfrjax.tools import unmask as mod
   return mod
 
 
@@ -376,9 +376,9 @@ def test_paper_variants_build_at_112_rgb(name):
   from mfrjax import state as state_lib
   c = load_config(name, "paper")
   assert c.data.image_size == 112 and c.data.channels == 3
-  model = restoration.build_model(c)
-  v = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                        jnp.zeros(restoration.input_shape(c))))
+  method = methods.get(name)
+  model = method.build_model(c)
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(method.input_shape(c))))
   n = state_lib.count_params(v["params"])
   assert n > (1e6 if name == "mask_seg" else 5e6), n
   if name == "inpaint":
@@ -402,4 +402,4 @@ def test_a_corrupt_evaluation_image_stops_before_step_1(lfw_masked, tmp_path):
   with open(path, "wb") as f:
     f.write(b"not a png")
   with pytest.raises(sources.ImageReadError, match=re.escape(path)):
-    restoration.Setup(c, mesh_lib.make_mesh(jax.devices()[:1]))
+    restoration.Setup(methods.get(c.method), c, mesh_lib.make_mesh(jax.devices()[:1]))

@@ -1,19 +1,15 @@
 """Skin tone: the pixel rules, ordering of light and dark skin, groups that the
 evaluator reads, and a run on faces with known tone groups (the synthetic set)."""
 
-import importlib.util
 import math
 
 import cv2
 import numpy as np
 import pytest
 
-from mfrjax.data import skin_tone, sources
-from tests.conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("tone_tool", ROOT / "tools" / "skin_tone.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from mfrjax.data import sources
+from mfrjax.prep import skin_tone
+from mfrjax.tools import skin_tone as tool
 
 
 def disc(bgr, bg=(40, 90, 30), size=64):
@@ -54,7 +50,7 @@ def test_tool_recovers_the_synthetic_tone_groups(tmp_path):
     d = root / fs.identities[fs.labels[i]]
     d.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(d / f"{i}.png"), fs.load(i, False))
-  summary = tool.run(str(root), str(tmp_path / "out"), groups=3, quiet=True)
+  summary = tool.tone_groups(str(root), str(tmp_path / "out"), groups=3, quiet=True)
   assert summary.written == 36
   groups = sources.read_groups_csv(str(tmp_path / "out" / "groups.csv"), fs.identities)
   est = np.array([int(g.split("-")[1]) for g in groups])
@@ -63,4 +59,4 @@ def test_tool_recovers_the_synthetic_tone_groups(tmp_path):
   rank = lambda x: np.argsort(np.argsort(x + 1e-3 * np.arange(len(x))))  # noqa: E731
   assert np.corrcoef(rank(est), rank(true))[0, 1] > 0.7
   with pytest.raises(FileExistsError):
-    tool.run(str(root), str(tmp_path / "out"), groups=3, quiet=True)
+    tool.tone_groups(str(root), str(tmp_path / "out"), groups=3, quiet=True)

@@ -1,17 +1,14 @@
-"""tools/bench_compression.py: rate parsing, outputs, and a real 2-process run."""
+"""mfrjax-bench-compression: rate parsing, outputs, and a real 2-process run."""
 
-import importlib.util
 import json
 import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from mfrjax.tools import bench_compression as bench
 
-spec = importlib.util.spec_from_file_location("bench_tool", ROOT / "tools" /
-                                              "bench_compression.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def test_parse_rate():
@@ -54,13 +51,14 @@ def test_torch_peer_reduces_the_same_gradients(backbone):
   """The PyTorch peer trains the same parameter shapes, so both frameworks put the same
   gradient bytes, and at each rank the same PowerSGD bytes, on the wire."""
   pytest.importorskip("torch", reason="the torch peer needs: pip install '.[bench]'")
-  import jax  # noqa: PLC0415
+  import jax
 
-  from mfrjax import methods, state as state_lib  # noqa: PLC0415
-  from mfrjax.parallel import powersgd  # noqa: PLC0415
-  from tests.conftest import smoke_config  # noqa: PLC0415
+  from mfrjax import methods
+  from mfrjax import state as state_lib
+  from mfrjax.parallel import powersgd
+  from tests.conftest import smoke_config
   cfg = smoke_config(**{"model.backbone": backbone, "data.image_size": 16})
-  model = methods.get_method("barlow").build_model(cfg.model)
+  model = methods.get("barlow").build_model(cfg.model)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros(
       (2, 16, 16, 1))))["params"]
   torch_params = list(bench.torch_model(backbone, 1, tuple(cfg.model.projector_dims))

@@ -1,13 +1,13 @@
-"""tools/bench_stem.py: a real (tiny) timing of both stems, with its outputs."""
+"""mfrjax-bench-stem: a real (tiny) timing of both stems, with its outputs."""
 
-import importlib.util
 import json
 
-from tests.conftest import ROOT
+import pytest
 
-spec = importlib.util.spec_from_file_location("bench_stem", ROOT / "tools" / "bench_stem.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from mfrjax.tools import bench_stem as tool
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def test_bench_stem_times_both_stems(tmp_path):

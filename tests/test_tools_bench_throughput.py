@@ -1,21 +1,20 @@
-"""tools/bench_throughput.py: every stage measured on a tiny config, and its arithmetic."""
+"""mfrjax-bench-throughput: every stage measured on a tiny config, and its arithmetic."""
 
-import importlib.util
 import json
 
 import pytest
 
+from mfrjax import configs
+from mfrjax.tools import bench_throughput as tool
 from tests.conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("bench_throughput",
-                                              ROOT / "tools" / "bench_throughput.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def test_all_stages_on_a_tiny_config(tmp_path):
   out, prof = tmp_path / "b", tmp_path / "prof"
-  assert tool.main([f"--config={ROOT}/configs/arcface.py:smoke", "--set", "num_epochs=40",
+  assert tool.main([f"--config={ROOT}/configs/margin.py:smoke", "--set", "num_epochs=40",
                     "--set", "data.cache_mb=0", "--threads=1", "--processes=",
                     "--batches=2", "--min_seconds=0", "--steps=3", "--warmup=1",
                     "--trainer_steps=3", "--repeats=2", f"--profile={prof}",
@@ -44,8 +43,8 @@ def test_all_stages_on_a_tiny_config(tmp_path):
       t["images_per_s"] / t["step_alone_images_per_s"])
   assert t["trainer_overhead"] == pytest.approx(1 - t["fraction_of_step_alone"])
   md = (out / "results.md").read_text()
-  for text in (f"{m['devices']} x cpu", "float32", "global batch 16", "CPU cores", "| train step alone |",
-               "| host to device |", "| whole trainer", "efficiency"):
+  for text in (f"{m['devices']} x cpu", "float32", "global batch 16", "CPU cores",
+               "| train step alone |", "| host to device |", "| whole trainer", "efficiency"):
     assert text in md
   assert list(prof.rglob("*.xplane.pb")), "no profiler trace written"
 
@@ -60,22 +59,22 @@ def test_two_image_rows_count_both_views(tmp_path):
 
 
 def test_overrides_are_typed_and_checked():
-  cfg = tool.load_config(f"{ROOT}/configs/arcface.py:smoke",
+  cfg = configs.load(f"{ROOT}/configs/margin.py:smoke",
                          ["model.dtype=bfloat16", "batch_size=32", "ema.enabled=false",
                           "optimizer.learning_rate=0.5", "eval.classifiers=knn,svm"])
   assert (cfg.model.dtype, cfg.batch_size, cfg.ema.enabled) == ("bfloat16", 32, False)
   assert cfg.optimizer.learning_rate == 0.5 and cfg.eval.classifiers == ("knn", "svm")
   with pytest.raises(ValueError, match="no config key 'model.dtyp'"):
-    tool.load_config(f"{ROOT}/configs/arcface.py:smoke", ["model.dtyp=bfloat16"])
+    configs.load(f"{ROOT}/configs/margin.py:smoke", ["model.dtyp=bfloat16"])
   with pytest.raises(ValueError, match="expected key=value"):
-    tool.load_config(f"{ROOT}/configs/arcface.py:smoke", ["batch_size"])
+    configs.load(f"{ROOT}/configs/margin.py:smoke", ["batch_size"])
   with pytest.raises(FileNotFoundError, match="no file"):
-    tool.load_config("configs/nope.py", [])
+    configs.load("configs/nope.py", [])
 
 
 def test_unknown_stage_is_refused(tmp_path, capsys):
   with pytest.raises(SystemExit):
-    tool.main([f"--config={ROOT}/configs/arcface.py:smoke", "--stages=step,bogus",
+    tool.main([f"--config={ROOT}/configs/margin.py:smoke", "--stages=step,bogus",
                f"--out={tmp_path}"])
   assert "bogus" in capsys.readouterr().err
 

@@ -1,14 +1,13 @@
-"""tools/compare.py: the table, and a real two-method run through the entry point."""
+"""mfrjax-compare: the table, and a real two-method run through the entry point."""
 
 import json
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from mfrjax.tools import compare
 
-sys.path.insert(0, str(ROOT / "tools"))
-import compare  # noqa: E402
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def final(masked, unmasked, svm=None):

@@ -1,16 +1,11 @@
-"""tools/evaluate.py on saved embeddings with known answers."""
+"""mfrjax-eval on saved embeddings with known answers."""
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("evaluate_tool", ROOT / "tools" / "evaluate.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from mfrjax.tools import evaluate as tool
 
 
 def write_npz(path, **arrays):

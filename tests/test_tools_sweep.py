@@ -1,25 +1,23 @@
-"""tools/sweep.py: settings parsing, summaries, and a real resumable, repeatable sweep."""
+"""mfrjax-sweep: settings parsing, summaries, and a real resumable, repeatable sweep."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
-from tests.conftest import ROOT
+from mfrjax.tools import sweep
 
-spec = importlib.util.spec_from_file_location("sweep_tool", ROOT / "tools" / "sweep.py")
-sweep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sweep)
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def test_grid_and_cases():
   grid = sweep.parse_settings(["a=1,2", "b=x,y"], [])
   assert [n for n, _ in grid] == ["a=1,b=x", "a=1,b=y", "a=2,b=x", "a=2,b=y"]
   assert grid[1][1] == {"a": "1", "b": "y"}
-  cases = sweep.parse_settings([], ["SGD:optimizer.name=sgd;data.sampler=random", "Base:"
+  cases = sweep.parse_settings([], ["SGD:optimizer.name=sgd;data.pair_sampler=random", "Base:"
                                     "seed=1"])
-  assert cases == [("SGD", {"optimizer.name": "sgd", "data.sampler": "random"}),
+  assert cases == [("SGD", {"optimizer.name": "sgd", "data.pair_sampler": "random"}),
                    ("Base", {"seed": "1"})]
   with pytest.raises(ValueError, match="not both"):
     sweep.parse_settings(["a=1"], ["x:a=1"])

@@ -9,10 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import checkpoint, run_info, train
+from mfrjax import checkpoint, recognition, run_info, train
 from mfrjax.data import pipeline
 from mfrjax.parallel import mesh as mesh_lib
 from tests.conftest import smoke_config
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +104,8 @@ def one_step(devices, **overrides):
   """
   cfg = smoke_config(batch_size=16, **{"optimizer.warmup_epochs": 0.0}, **overrides)
   mesh = mesh_lib.make_mesh(devices)
-  exp = train.setup(cfg, mesh)
-  batch = next(iter(pipeline.train_dataset(exp.faceset, exp.train_groups, cfg.data,
+  exp = recognition.setup(cfg, mesh)
+  batch = next(iter(pipeline.pair_dataset(exp.faceset, exp.train_groups, cfg.data,
                                            global_batch=16, num_epochs=1, seed=0)))
   return exp.step_fn(exp.state, mesh_lib.to_global(batch, mesh), jax.random.key(0))
 
@@ -138,13 +141,13 @@ def test_train_loop_in_stretches_equals_one_call(tmp_path):
   uses it); two stretches give the state of one uninterrupted call, bit for bit."""
   cfg = smoke_config()
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
-  exp = train.setup(cfg, mesh)
+  exp = recognition.setup(cfg, mesh)
   rng = jax.random.key(0)
 
   def run(stretches, tag):
     manager = checkpoint.make_manager(str(tmp_path / tag), 10)
     state = jax.tree.map(lambda x: x.copy(), exp.state)  # the step donates its input
-    data, writer = train.train_data(cfg, exp, mesh), _Writer()
+    data, writer = recognition.train_data(cfg, exp, mesh), _Writer()
     start = 0
     for stop in stretches:
       state, _ = train.train_loop(cfg, state, exp.step_fn, data, rng, start, exp.total_steps,

@@ -11,19 +11,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mfrjax import state as state_lib, train
+from mfrjax import recognition, train
+from mfrjax import state as state_lib
 from mfrjax.data import pair_sets, pipeline
 from mfrjax.parallel import mesh as mesh_lib
-from tests.conftest import load_config
+from tests.conftest import load_config, write_bin
 from tests.test_train_metric import assert_close
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def user_sets(tmp_path):
   """A .bin and an LFW-style pairs list of synthetic faces, as a user would bring them."""
-  cfg = load_config("arcface")
+  cfg = load_config("margin")
   fs = pipeline.build_faceset(cfg.data, 0)
   images = [fs.load(i, False)[..., 0] for i in (0, 1, 0, 20, 30, 31, 40, 55)]
-  pair_sets.write_bin(str(tmp_path / "user.bin"), images, [True, False, True, False], ".png")
+  write_bin(str(tmp_path / "user.bin"), images, [True, False, True, False], ".png")
   for name, idx in (("p0", (0, 1, 2)), ("p9", (90, 91))):
     os.makedirs(tmp_path / name)
     for k, i in enumerate(idx, 1):
@@ -36,7 +40,7 @@ def user_sets(tmp_path):
 def arc_run(tmp_path_factory):
   sets = user_sets(tmp_path_factory.mktemp("sets"))
   workdir = str(tmp_path_factory.mktemp("arc"))
-  cfg = load_config("arcface", **{"model.shard_classes": True,
+  cfg = load_config("margin", **{"model.shard_classes": True,
                                   "eval.verification.sets": sets,
                                   "eval.verification.folds": 2})
   return workdir, cfg, train.train_and_evaluate(cfg, workdir)
@@ -71,11 +75,11 @@ def test_resume_matches_uninterrupted_run(arc_run, tmp_path):
   np.testing.assert_array_equal(a["masked"], b["masked"])
 
 
-@functools.lru_cache(maxsize=None)  # tests share steps: each compile costs seconds
+@functools.cache  # tests share steps: each compile costs seconds
 def margin_step(devices: tuple, **overrides):
-  cfg = load_config("arcface", **overrides)
+  cfg = load_config("margin", **overrides)
   mesh = mesh_lib.make_mesh(list(devices))
-  exp = train.setup(cfg, mesh)
+  exp = recognition.setup(cfg, mesh)
   batch = next(iter(pipeline.labelled_dataset(exp.faceset, exp.train_groups, cfg.data,
                                               global_batch=16, num_epochs=1, seed=0)))
   state, metrics = exp.step_fn(exp.state, mesh_lib.to_global(batch, mesh), jax.random.key(0))
@@ -113,7 +117,7 @@ def test_ema_update_and_evaluation_weights():
   late = state_lib.update_ema(ema, {"w": jnp.ones(3)}, {}, jnp.asarray(10 ** 6), 0.999)
   np.testing.assert_allclose(late["params"]["w"], 0.001, rtol=1e-4)
   s, _, _ = margin_step(tuple(jax.devices()[:1]), **{"model.shard_classes": True})
-  cfg = load_config("arcface")
+  cfg = load_config("margin")
   assert train.eval_variables(cfg, s)["params"] is s.ema["params"]
   cfg.ema.enabled = False
   assert train.eval_variables(cfg, s)["params"] is s.params
@@ -122,22 +126,20 @@ def test_ema_update_and_evaluation_weights():
 def test_margin_config_errors_name_the_keys():
   mesh = mesh_lib.make_mesh()
   with pytest.raises(ValueError, match="config.model.shard_classes=False to use PowerSGD"):
-    train.setup(load_config("arcface", grad_reduce="powersgd",
+    recognition.setup(load_config("margin", grad_reduce="powersgd",
                             **{"model.shard_classes": True}), mesh)
   with pytest.raises(ValueError, match="config.model.class_pad=12 must divide"):
-    train.setup(load_config("arcface", **{"model.shard_classes": True,
+    recognition.setup(load_config("margin", **{"model.shard_classes": True,
                                           "model.class_pad": 12}), mesh)
-  with pytest.raises(ValueError, match="config.data.sampler='images'"):
-    train.setup(load_config("arcface", **{"data.sampler": "couples"}), mesh)
   with pytest.raises(ValueError, match="config.model.backbone='resnet_tiny'"):
-    train.setup(load_config("arcface", **{"model.backbone": "resnet_tiny"}), mesh)
+    recognition.setup(load_config("margin", **{"model.backbone": "resnet_tiny"}), mesh)
   with pytest.raises(ValueError, match="unknown variant 'huge'"):
-    load_config("arcface", "huge")
+    load_config("margin", "huge")
 
 
 def test_eval_every_logs_evaluations_and_keeps_the_best_weights(tmp_path):
   from mfrjax.eval import embed  # pylint: disable=import-outside-toplevel
-  cfg = load_config("arcface", **{"eval_every": 2, "num_epochs": 3})
+  cfg = load_config("margin", **{"eval_every": 2, "num_epochs": 3})
   workdir = str(tmp_path / "w")
   before = set(embed._STEPS)  # pylint: disable=protected-access
   res = train.train_and_evaluate(cfg, workdir)
@@ -164,7 +166,7 @@ def test_eval_every_logs_evaluations_and_keeps_the_best_weights(tmp_path):
   same = np.abs(b.embed(images) - final).max() < 1e-6
   assert same == (best["step"] == res["steps"])
   # A metric the evaluation does not write is refused before the first step.
-  bad = load_config("arcface", **{"eval_every": 2, "eval.best_metric": "eval/nope"})
+  bad = load_config("margin", **{"eval_every": 2, "eval.best_metric": "eval/nope"})
   with pytest.raises(ValueError, match="best_metric='eval/nope'.*eval/masked_vs_unmasked"):
     train.train_and_evaluate(bad, str(tmp_path / "bad"))
   assert os.listdir(tmp_path / "bad") == ["lock"]  # only the workdir's lock (workdir_lock)

@@ -8,10 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import methods, train
+from mfrjax import methods, recognition, train
 from mfrjax.data import pipeline
 from mfrjax.parallel import mesh as mesh_lib
 from tests.conftest import load_config
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def test_quintuplet_resume_matches_uninterrupted_run(quint_run, tmp_path):
 def quint_step(devices, **overrides):
   cfg = load_config("quintuplet", batch_size=24, **{"model.dropout": 0.0}, **overrides)
   mesh = mesh_lib.make_mesh(devices)
-  exp = train.setup(cfg, mesh)
+  exp = recognition.setup(cfg, mesh)
   batch = next(iter(pipeline.identity_dataset(exp.faceset, exp.train_groups, cfg.data,
                                               global_batch=24, num_epochs=1, seed=0,
                                               views=("unmasked", "masked"))))
@@ -82,23 +85,22 @@ def test_triplet_upper_face_sees_the_top_half_only(tmp_path):
   cfg = load_config("triplet_upper")
   assert pipeline.input_shape(cfg.data) == (8, 16, 1)
   mesh = mesh_lib.make_mesh()
-  exp = train.setup(cfg, mesh)
+  exp = recognition.setup(cfg, mesh)
   assert exp.method.views == ("unmasked",)
-  batch = next(iter(train.train_data(cfg, exp, mesh)))
+  batch = next(iter(recognition.train_data(cfg, exp, mesh)))
   assert set(batch) == {"unmasked", "label"} and batch["unmasked"].shape == (24, 8, 16, 1)
   res = train.train_and_evaluate(cfg, str(tmp_path))
   assert np.isfinite(res["last_logged"]["loss"]) and "masked_vs_unmasked/mlp" in res["final"]
 
 
 def test_method_and_sampler_errors_name_the_keys(tmp_path):
-  with pytest.raises(ValueError, match="config.method='arcface'"):
-    methods.get_method("arcface")
-  with pytest.raises(ValueError, match="config.data.sampler='identities'"):
-    train.setup(load_config("quintuplet", **{"data.sampler": "couples"}), mesh_lib.make_mesh())
-  with pytest.raises(ValueError, match="pairs: config.data.sampler"):
-    train.setup(load_config("barlow", **{"data.sampler": "identities"}), mesh_lib.make_mesh())
-  with pytest.raises(ValueError, match="images_per_identity=3, so that every device"):
-    train.setup(load_config("quintuplet", batch_size=16), mesh_lib.make_mesh())
+  with pytest.raises(ValueError, match="config.method='arcface'.*'barlow', 'inpaint'"):
+    methods.get("arcface")
+  with pytest.raises(ValueError, match="config.data.pair_sampler='identities'"):
+    recognition.setup(load_config("barlow", **{"data.pair_sampler": "identities"}),
+                      mesh_lib.make_mesh())
+  with pytest.raises(ValueError, match="batch_images_per_person=3, so that every device"):
+    recognition.setup(load_config("quintuplet", batch_size=16), mesh_lib.make_mesh())
   with pytest.raises(ValueError, match="config.model.backbone='iresnet_tiny'"):
-    train.setup(load_config("quintuplet", **{"model.backbone": "iresnet_tiny"}),
+    recognition.setup(load_config("quintuplet", **{"model.backbone": "iresnet_tiny"}),
                 mesh_lib.make_mesh())

@@ -8,10 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from mfrjax import state as state_lib, train
+from mfrjax import recognition, train
+from mfrjax import state as state_lib
 from mfrjax.parallel import mesh as mesh_lib
 from tests.conftest import load_config, smoke_config
 from tests.test_train import one_step
+
+# Trains, or runs a command end to end: not in the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 PSGD = {"grad_reduce": "powersgd", "powersgd.start_step": 3, "powersgd.rank": 2}
 
@@ -99,15 +103,15 @@ def test_flat_mean_sends_every_gradient_once():
   the gradient once (plus the BatchNorm statistics), whatever XLA would do."""
   cfg = smoke_config(grad_reduce="flat")
   mesh = mesh_lib.make_mesh(jax.devices()[:2])
-  exp = train.setup(cfg, mesh)
-  batch = next(train.train_data(cfg, exp, mesh))
+  exp = recognition.setup(cfg, mesh)
+  batch = next(recognition.train_data(cfg, exp, mesh))
   hlo = exp.step_fn.lower(exp.state, batch, jax.random.key(0)).compile().as_text()
   grad_bytes = 4 * state_lib.count_params(exp.state.params)
   assert grad_bytes <= all_reduce_bytes(hlo) < 1.1 * grad_bytes
 
 
 def test_flat_mean_with_sharded_classes_is_refused(tmp_path):
-  cfg = load_config("arcface", "smoke", grad_reduce="flat", **{"model.shard_classes": True})
+  cfg = load_config("margin", "smoke", grad_reduce="flat", **{"model.shard_classes": True})
   with pytest.raises(ValueError, match="config.grad_reduce='flat'.*shard_classes"):
     train.train_and_evaluate(cfg, str(tmp_path))
 
@@ -116,21 +120,21 @@ def test_local_batch_norm_averages_each_devices_own_statistics():
   """sync_batch_norm=False: each device normalises its own half of the batch; the new
   running averages are the mean of what each half alone gives (computed here without any
   collective), and the step holds a fraction of the synchronised step's all-reduces."""
-  from mfrjax import methods  # noqa: PLC0415
-  from mfrjax.data import pipeline  # noqa: PLC0415
+  from mfrjax import methods
+  from mfrjax.data import pipeline
   devices = jax.devices()[:2]
   s_local, m_local = one_step(devices, grad_reduce="flat", sync_batch_norm=False)
   s_sync, _ = one_step(devices, grad_reduce="flat")
   cfg = smoke_config(batch_size=16, **{"optimizer.warmup_epochs": 0.0})
   mesh = mesh_lib.make_mesh(devices)
-  exp = train.setup(cfg, mesh)
-  batch = next(iter(pipeline.train_dataset(exp.faceset, exp.train_groups, cfg.data,
+  exp = recognition.setup(cfg, mesh)
+  batch = next(iter(pipeline.pair_dataset(exp.faceset, exp.train_groups, cfg.data,
                                            global_batch=16, num_epochs=1, seed=0)))
-  method = methods.get_method(cfg.method)
+  method = methods.get(cfg.method)
   model = method.build_model(cfg.model)
   halves = [jax.tree.map(lambda x, i=i: x[8 * i:8 * (i + 1)], batch) for i in range(2)]
-  stats = [method.loss_fn(exp.state.params, exp.state.batch_stats, h, jax.random.key(0), 0,
-                          model=model, config=cfg)[1][0] for h in halves]
+  stats = [method.loss(exp.state.params, exp.state.batch_stats, h, jax.random.key(0), 0,
+                       model=model, config=cfg)[1][0] for h in halves]
   want = jax.tree.map(lambda a, b: (np.asarray(a) + np.asarray(b)) / 2, *stats)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-6),
                s_local.batch_stats, want)
@@ -141,8 +145,8 @@ def test_local_batch_norm_averages_each_devices_own_statistics():
 
   def count_all_reduces(**overrides):
     c = smoke_config(grad_reduce="flat", **overrides)
-    e = train.setup(c, mesh)
-    b = next(train.train_data(c, e, mesh))
+    e = recognition.setup(c, mesh)
+    b = next(recognition.train_data(c, e, mesh))
     return len(re.findall(r" all-reduce(?:-start)?\(",
                           e.step_fn.lower(e.state, b, jax.random.key(0)).compile().as_text()))
   assert count_all_reduces(sync_batch_norm=False) * 3 < count_all_reduces()

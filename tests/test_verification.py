@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from mfrjax.data import pair_sets, sources
 from mfrjax.eval import plots, verification
+from tests.conftest import write_bin
 
 
 def test_roc_matches_sklearn_and_a_hand_example():
@@ -142,7 +143,7 @@ def test_insightface_bin_round_trip_and_bad_files(tmp_path):
   rng = np.random.default_rng(0)
   images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(6)]
   path = tmp_path / "set.bin"
-  pair_sets.write_bin(str(path), images, [True, False, True], ext=".png")
+  write_bin(str(path), images, [True, False, True], ext=".png")
   ps = pair_sets.read_pair_set(str(path))
   assert ps.issame.tolist() == [True, False, True]
   assert ps.first.tolist() == [0, 2, 4] and ps.second.tolist() == [1, 3, 5]

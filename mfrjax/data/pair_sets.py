@@ -163,26 +163,6 @@ def read_bin(path: str) -> PairSet:
                  _decode_bytes)
 
 
-def write_bin(path: str, images: list[np.ndarray], issame: list[bool], ext: str = ".jpg"
-              ) -> None:
-  """Writes images (pairs 2k, 2k+1) and flags in insightface's .bin layout."""
-  bins = []
-  for img in images:
-    ok, buf = cv2.imencode(ext, img)
-    if not ok:
-      raise ValueError(f"cannot encode an image as {ext}")
-    bins.append(buf.tobytes())
-  write_bin_bytes(path, bins, issame)
-
-
-def write_bin_bytes(path: str, bins: list[bytes], issame: list[bool]) -> None:
-  """Writes already encoded images (pairs 2k, 2k+1) and flags as a .bin."""
-  if len(bins) != 2 * len(issame):
-    raise ValueError(f"{len(bins)} images for {len(issame)} pairs (expected 2 per pair)")
-  with open(path, "wb") as f:
-    pickle.dump((bins, [bool(x) for x in issame]), f, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def read_pair_set(spec: str) -> PairSet:
   """`file.bin`, or `pairs.txt@root` (root defaults to the list's folder)."""
   path, _, root = spec.partition("@")

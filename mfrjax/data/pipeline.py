@@ -32,10 +32,11 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+from mfrjax import salts
 from mfrjax.data import sources, transforms
+from mfrjax.prep import masking
 
-PAIR_SAMPLERS = ("random", "couples")
-SAMPLERS = PAIR_SAMPLERS + ("identities", "images")
+PAIR_SAMPLERS = ("random", "couples")  # config.data.pair_sampler (barlow)
 
 
 def plain(cfg: ml_collections.ConfigDict) -> types.SimpleNamespace:
@@ -50,7 +51,7 @@ def plain(cfg: ml_collections.ConfigDict) -> types.SimpleNamespace:
                                   else v for k, v in cfg.items()})
 
 
-def _batched_stream(ds: grain.MapDataset, data_cfg, local_batch: int) -> grain.IterDataset:
+def batched_stream(ds: grain.MapDataset, data_cfg, local_batch: int) -> grain.IterDataset:
   """The tail every training stream shares: batch, read with threads, optionally in
   worker processes.
 
@@ -109,7 +110,7 @@ def select_images(labels: np.ndarray, identity_ids: np.ndarray, cap: int,
   groups = images_by_identity(labels, identity_ids)
   if cap <= 0:
     return groups
-  rng = np.random.default_rng([seed, 19])
+  rng = np.random.default_rng([seed, salts.SELECT_IMAGES])
   return [np.sort(rng.choice(g, cap, replace=False)) if len(g) > cap else g for g in groups]
 
 
@@ -119,7 +120,7 @@ def epoch_pairs(groups: list[np.ndarray], sampler: str, seed: int, epoch: int) -
   Args:
     groups: image indices of each training identity.
     sampler: 'random': every image once as the masked view, paired with a random other
-      image of the same person (itself when it is alone); 'couples' (the seed paper's
+      image of the same person (itself when it is alone); 'couples' (the paper's
       new sampler): each identity's images are shuffled and cut into n // 2 disjoint
       couples, so all of them are used as pairs each epoch.
     seed: data seed.
@@ -128,7 +129,7 @@ def epoch_pairs(groups: list[np.ndarray], sampler: str, seed: int, epoch: int) -
   Returns:
     int64 array (L, 2); L does not depend on the epoch.
   """
-  rng = np.random.default_rng([seed, 11, epoch])
+  rng = np.random.default_rng([seed, salts.EPOCH_PAIRS, epoch])
   out = []
   for imgs in groups:
     n = len(imgs)
@@ -142,7 +143,7 @@ def epoch_pairs(groups: list[np.ndarray], sampler: str, seed: int, epoch: int) -
       perm = rng.permutation(imgs)[: n - n % 2]
       out.append(perm.reshape(-1, 2))
     else:
-      raise ValueError(f"config.data.sampler={sampler!r} does not make pairs; valid for "
+      raise ValueError(f"config.data.pair_sampler={sampler!r} does not make pairs; valid for "
                        f"this method: {PAIR_SAMPLERS}")
   pairs = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
   return pairs[rng.permutation(len(pairs))]
@@ -230,8 +231,12 @@ class ViewLoader:
     img = self._preprocessed(index, masked and fs.masked_files, variant)
     if masked and not fs.masked_files:
       # Same mask for the same image and variant, whatever the worker or the run.
-      img = transforms.draw_mask(img, np.random.default_rng([self.seed, 13, index, variant]),
-                                 cfg.mask_top)
+      keys = [self.seed, salts.DRAW_MASK, index, variant]
+      if cfg.mask_source == "render":
+        lm = masking.template_landmarks(*img.shape[:2], box=cfg.mask_box)
+        img = masking.apply_mask(img, lm, keys, tuple(cfg.mask_types))[0]
+      else:
+        img = transforms.draw_mask(img, np.random.default_rng(keys), cfg.mask_top)
     if cfg.upper_face.enabled:  # occlusion removal: after masking, as for a real probe
       img = transforms.keep_top_blocks(img, cfg.upper_face.grid, cfg.upper_face.keep_blocks)
     return img
@@ -263,7 +268,7 @@ class _MakePair(grain.transforms.RandomMap):
     return views
 
 
-def train_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: int,
+def pair_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: int,
                   num_epochs: int, seed: int) -> grain.IterDataset:
   """The training pair stream of this process (see module docstring).
 
@@ -282,14 +287,14 @@ def train_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: 
   n_proc, pid = jax.process_count(), jax.process_index()
   if global_batch % n_proc:
     raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
-  pairs = EpochPairs(groups, data_cfg.sampler, seed, num_epochs)
+  pairs = EpochPairs(groups, data_cfg.pair_sampler, seed, num_epochs)
   ds = grain.MapDataset.source(pairs).seed(seed)
   ds = ds.random_map(_MakePair(ViewLoader(faceset, data_cfg, seed), faceset.labels,
                                data_cfg.augment))
   # Slice after random_map (lazy: nothing is loaded twice): an example's random draws
   # follow its global index, so any process count sees the very same examples.
   ds = ds[pid::n_proc]
-  return _batched_stream(ds, data_cfg, global_batch // n_proc)
+  return batched_stream(ds, data_cfg, global_batch // n_proc)
 
 
 def eligible_identities(groups: list[np.ndarray], min_images: int) -> list[np.ndarray]:
@@ -308,7 +313,7 @@ def epoch_identity_rows(groups: list[np.ndarray], ids_per_batch: int, per_identi
   Returns:
     int64 (num_batches * K * M,); batch b is rows [b*K*M, (b+1)*K*M), person-major.
   """
-  rng = np.random.default_rng([seed, 29, epoch])
+  rng = np.random.default_rng([seed, salts.IDENTITY_ROWS, epoch])
   order = rng.permutation(len(groups))
   order = order[: len(order) - len(order) % ids_per_batch]
   rows = [rng.choice(groups[i], per_identity, replace=len(groups[i]) < per_identity)
@@ -330,7 +335,7 @@ class IdentityRows(_Epochs):
     self.per_epoch = len(groups) // ids_per_batch * ids_per_batch * per_identity
     if self.per_epoch == 0:
       raise ValueError(f"the identity sampler needs at least {ids_per_batch} training identities "
-                       f"with config.data.min_images_per_identity images; found {len(groups)}")
+                       f"with config.data.batch_min_images images; found {len(groups)}")
     self.num_epochs, self.global_batch = num_epochs, global_batch
     self.local = global_batch // process_count
     self.pid = process_index
@@ -359,7 +364,7 @@ class _LoadRow(grain.transforms.Map):
 
   def map(self, element):
     row, i = element
-    rng = np.random.default_rng([self.seed, 23, row])
+    rng = np.random.default_rng([self.seed, salts.IDENTITY_AUGMENT, row])
     variant = int(rng.integers(1 << 16))
     a = self.aug
     out = {}
@@ -375,7 +380,7 @@ def identity_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batc
   """The identity-batch stream of this process (module docstring).
 
   Args:
-    faceset, groups, data_cfg, num_epochs, seed: as for `train_dataset`.
+    faceset, groups, data_cfg, num_epochs, seed: as for `pair_dataset`.
     global_batch: rows per global batch (K people x M images), divisible by the process
       count and, per process, by M.
     views: which views to load per row: ('unmasked', 'masked') or ('unmasked',).
@@ -385,21 +390,21 @@ def identity_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batc
     global_batch / process_count, whole people per process.
   """
   n_proc, pid = jax.process_count(), jax.process_index()
-  m = data_cfg.images_per_identity
+  m = data_cfg.batch_images_per_person
   if global_batch % (n_proc * m):
     raise ValueError(f"config.batch_size={global_batch} must divide by {n_proc} processes x "
-                     f"config.data.images_per_identity={m}")
-  eligible = eligible_identities(groups, data_cfg.min_images_per_identity)
+                     f"config.data.batch_images_per_person={m}")
+  eligible = eligible_identities(groups, data_cfg.batch_min_images)
   rows = IdentityRows(eligible, global_batch // m, m, seed, num_epochs, global_batch, pid, n_proc)
   ds = grain.MapDataset.source(rows).map(
       _LoadRow(ViewLoader(faceset, data_cfg, seed), faceset.labels, data_cfg.augment, views, seed))
-  return _batched_stream(ds, data_cfg, global_batch // n_proc)
+  return batched_stream(ds, data_cfg, global_batch // n_proc)
 
 
 def identity_batches_per_epoch(groups: list[np.ndarray], data_cfg, global_batch: int) -> int:
   """Steps per epoch of the identity stream."""
-  eligible = eligible_identities(groups, data_cfg.min_images_per_identity)
-  return len(eligible) // max(global_batch // data_cfg.images_per_identity, 1)
+  eligible = eligible_identities(groups, data_cfg.batch_min_images)
+  return len(eligible) // max(global_batch // data_cfg.batch_images_per_person, 1)
 
 
 def masked_flags(n: int, share: float, seed: int, epoch: int) -> np.ndarray:
@@ -407,7 +412,8 @@ def masked_flags(n: int, share: float, seed: int, epoch: int) -> np.ndarray:
   if not 0.0 <= share <= 1.0:
     raise ValueError(f"config.data.masked_share={share} must be in [0, 1]")
   flags = np.zeros(n, bool)
-  flags[np.random.default_rng([seed, 37, epoch]).permutation(n)[:int(round(share * n))]] = True
+  order = np.random.default_rng([seed, salts.MASKED_SHARE, epoch]).permutation(n)
+  flags[order[:int(round(share * n))]] = True
   return flags
 
 
@@ -415,7 +421,7 @@ class LabelledRows(_Epochs):
   """`num_epochs` epochs of (global row, image index, class, masked), random access.
 
   Each epoch is a seeded permutation of every training image; `masked_flags` marks
-  exactly the configured share of the epoch's rows as masked (the seed caps masked
+  exactly the configured share of the epoch's rows as masked (the paper caps masked
   images at ~10%, so recognition of unmasked faces does not degrade).
   """
 
@@ -431,7 +437,8 @@ class LabelledRows(_Epochs):
     self._init_cache()
 
   def _rows(self, epoch: int):
-    order = np.random.default_rng([self.seed, 41, epoch]).permutation(self.per_epoch)
+    order = np.random.default_rng([self.seed, salts.LABELLED_ORDER, epoch]).permutation(
+        self.per_epoch)
     return order, masked_flags(self.per_epoch, self.share, self.seed, epoch)
 
   def __len__(self) -> int:
@@ -452,7 +459,7 @@ class _LoadLabelled(grain.transforms.Map):
 
   def map(self, element):
     row, i, cls, masked = element
-    rng = np.random.default_rng([self.seed, 43, row])
+    rng = np.random.default_rng([self.seed, salts.LABELLED_AUGMENT, row])
     variant = int(rng.integers(1 << 16))
     a = self.aug
     img = self.loader(i, masked, variant if masked else 0)
@@ -467,7 +474,7 @@ def labelled_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batc
   """The image stream of this process for classification heads (module docstring).
 
   Args:
-    faceset, data_cfg, num_epochs, seed: as for `train_dataset`.
+    faceset, data_cfg, num_epochs, seed: as for `pair_dataset`.
     groups: image indices of each training identity; identity c is class c.
     global_batch: images per global batch; must divide by the process count.
 
@@ -482,7 +489,7 @@ def labelled_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batc
   ds = grain.MapDataset.source(rows).map(
       _LoadLabelled(ViewLoader(faceset, data_cfg, seed), data_cfg.augment, seed))
   ds = ds[pid::n_proc]  # after the map, which is lazy: a row's draws follow its global index
-  return _batched_stream(ds, data_cfg, global_batch // n_proc)
+  return batched_stream(ds, data_cfg, global_batch // n_proc)
 
 
 def pairs_per_epoch(groups: list[np.ndarray], sampler: str) -> int:

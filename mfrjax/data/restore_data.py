@@ -2,7 +2,7 @@
 
 Two sources, by `config.data.source`:
 
-  folder      the masking tool's output (tools/mask_faces.py): <masked_root>.manifest.csv
+  folder      the masking tool's output (mfrjax-mask): <masked_root>.manifest.csv
               names, per masked image, its source under config.data.root, the masked
               image under config.data.masked_root, its binary map under
               <masked_root>.seg and the mask type. Real photos thus need no hand-drawn
@@ -13,7 +13,7 @@ Two sources, by `config.data.source`:
 
 People: with config.data.holdout_percent > 0 the evaluation people are the fixed
 held-out share (sources.held_out), which no recognition run of this project trains on
-either, so the recognition table of tools/unmask.py uses people no network has seen;
+either, so the recognition table of mfrjax-unmask uses people no network has seen;
 otherwise a seeded split by config.data.test_fraction. One mask type
 (config.data.holdout_mask_type) is never trained on and is reported on its own.
 """
@@ -28,11 +28,10 @@ import grain
 import jax
 import numpy as np
 
-from mfrjax.data import masking, pipeline, sources, transforms
+from mfrjax import salts
+from mfrjax.data import pipeline, sources, transforms
+from mfrjax.prep import masking
 
-_DRAW_SALT = 41    # RNG stream of the masks drawn at load time
-_FLIP_SALT = 43    # RNG stream of the joint flip
-_EPOCH_SALT = 47   # RNG stream of the epoch order
 EVAL_DRAW = 2 ** 30  # the mask draw of the evaluation (training draws are epoch numbers)
 
 
@@ -68,12 +67,12 @@ class MaskedFaces:
   def _read_manifest(self, c) -> None:
     if not c.root or not c.masked_root:
       raise ValueError("config.data.source='folder' needs config.data.root (the unmasked "
-                       "faces) and config.data.masked_root (tools/mask_faces.py's --out)")
+                       "faces) and config.data.masked_root (mfrjax-mask's --out)")
     path = c.masked_root.rstrip("/") + ".manifest.csv"
     if not os.path.isfile(path):
       raise FileNotFoundError(
           f"{path} not found: config.data.masked_root={c.masked_root!r} must be the --out of "
-          f"tools/mask_faces.py --root={c.root} (it writes the masked images, their maps in "
+          f"mfrjax-mask --root={c.root} (it writes the masked images, their maps in "
           "<out>.seg and this manifest)")
     with open(path, newline="", encoding="utf-8") as f:
       rows = list(csv.DictReader(f))
@@ -82,7 +81,7 @@ class MaskedFaces:
     missing = {"source", "output", "segmentation", "mask_type"} - set(rows[0])
     if missing:
       raise ValueError(f"{path} lacks the columns {sorted(missing)}: not a manifest of "
-                       "tools/mask_faces.py")
+                       "mfrjax-mask")
     self.rows = [(r["source"], r["output"], r["segmentation"]) for r in rows]
     names = [r["source"].replace("\\", "/").split("/")[0] for r in rows]
     self.identities = tuple(sorted(set(names)))
@@ -113,7 +112,7 @@ class MaskedFaces:
         groups["unseen_type"] = rows[is_test & ~seen]
     cap = self.cfg.eval_max_images
     if cap:
-      pick = np.random.default_rng([self.seed, _EPOCH_SALT, 1])
+      pick = np.random.default_rng([self.seed, salts.RESTORE_ORDER, 1])
       groups = {k: np.sort(pick.choice(v, cap, replace=False)) if len(v) > cap else v
                 for k, v in groups.items()}
     if len(train) == 0:
@@ -135,7 +134,8 @@ class MaskedFaces:
       img = self.faces.load(int(i), False)
       lm = masking.template_landmarks(*img.shape[:2], box=c.template_box)
       types = (c.holdout_mask_type,) if unseen else self.train_types
-      masked, seg, _ = masking.apply_mask(img, lm, [self.seed, _DRAW_SALT, int(i), draw], types)
+      masked, seg, _ = masking.apply_mask(img, lm, [self.seed, salts.RESTORE_DRAW, int(i), draw],
+                                          types)
     else:
       src, out, seg_name = self.rows[i]
       img = sources.read_image(os.path.join(c.root, src))
@@ -159,7 +159,7 @@ class _EpochOrder(pipeline._Epochs):  # pylint: disable=protected-access
     self._init_cache()
 
   def _rows(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, _EPOCH_SALT, epoch]).permutation(self.rows)
+    return np.random.default_rng([self.seed, salts.RESTORE_ORDER, epoch]).permutation(self.rows)
 
   def __len__(self) -> int:
     return len(self.rows) * self.num_epochs
@@ -178,7 +178,7 @@ class _LoadTriple:
   def __call__(self, item):
     row, epoch = item
     ex = self.data.load(row, draw=epoch)
-    rng = np.random.default_rng([self.data.seed, _FLIP_SALT, row, epoch])
+    rng = np.random.default_rng([self.data.seed, salts.RESTORE_FLIP, row, epoch])
     if self.flip and rng.random() < 0.5:
       ex = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in ex.items()}
     return ex
@@ -193,7 +193,7 @@ def train_stream(data: MaskedFaces, rows: np.ndarray, data_cfg, *, global_batch:
   ds = grain.MapDataset.source(_EpochOrder(rows, seed, num_epochs)).map(
       _LoadTriple(data, data_cfg.augment.flip))
   ds = ds[pid::n_proc]
-  return pipeline._batched_stream(ds, data_cfg, global_batch // n_proc)  # pylint: disable=protected-access
+  return pipeline.batched_stream(ds, data_cfg, global_batch // n_proc)
 
 
 def eval_examples(data: MaskedFaces, rows: np.ndarray, unseen: bool) -> dict[str, np.ndarray]:

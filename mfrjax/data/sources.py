@@ -30,6 +30,7 @@ import pathlib
 import cv2
 import numpy as np
 
+from mfrjax import salts
 from mfrjax.data import synthetic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp")
@@ -98,7 +99,7 @@ def held_out(identity: str, percent: float) -> bool:
   The rule hashes the name alone (SHA-256 with HOLDOUT_SALT, bucket = first 32 bits mod
   10,000), so it needs no seed and no listing of the set: a person is held out from every
   run, in any root that names people the same way (raw, aligned or masked LFW), and
-  tools/peer_benchmark.py finds exactly the same people. `percent` = 0 holds out no one.
+  mfrjax-peer finds exactly the same people. `percent` = 0 holds out no one.
   """
   if not 0 <= percent < 100:
     raise ValueError(f"config.data.holdout_percent={percent} must be in [0, 100)")
@@ -123,13 +124,18 @@ def list_images(root: str) -> list[str]:
                 if p.is_file() and is_image(p.name) and MASK_TAG not in p.stem)
 
 
+# Where the masked view comes from: files made by mfrjax-mask, the same realistic masks
+# rendered at load time ("render"), or a plain box drawn at load time ("draw").
+MASK_SOURCES = ("files", "render", "draw")
+
+
 class FolderFaceSet:
   """Images in `<root>/<identity>/`, with optional masked variants (see module doc)."""
 
   def __init__(self, root: str, masked_root: str | None = None, mask_source: str = "files",
                exclude_list: str = "", holdout_percent: float = 0.0):
-    if mask_source not in ("files", "draw"):
-      raise ValueError(f"config.data.mask_source={mask_source!r}; valid: 'files', 'draw'")
+    if mask_source not in MASK_SOURCES:
+      raise ValueError(f"config.data.mask_source={mask_source!r}; valid: {MASK_SOURCES}")
     rootp = pathlib.Path(root)
     if not rootp.is_dir():
       raise FileNotFoundError(f"config.data.root={root!r} is not a directory")
@@ -152,7 +158,7 @@ class FolderFaceSet:
     self.num_excluded = 0
     for folder in folders:
       if os.path.abspath(folder) in excluded:
-        continue  # an identity folder listed whole (tools/clean.py: empty)
+        continue  # an identity folder listed whole (mfrjax-clean: empty)
       names = sorted(n for n in os.listdir(folder) if is_image(n))
       if excluded:
         kept = [n for n in names if os.path.abspath(folder / n) not in excluded]
@@ -183,7 +189,7 @@ class FolderFaceSet:
             f"{len(missing)} of {len(paths)} images under {root!r} have no masked variant "
             f"(e.g. {missing[0]!r}); expected '<image>{MASK_TAG}*.<ext>' beside it"
             + (f" or '<image>*.<ext>' under {masked_root!r}" if masked_root else "")
-            + ". Make them with tools/mask_faces.py, or set config.data.mask_source='draw'.")
+            + ". Make them with mfrjax-mask, or set config.data.mask_source='draw'.")
 
   @staticmethod
   def _masked_variants(folder: pathlib.Path, names: list[str],
@@ -194,7 +200,8 @@ class FolderFaceSet:
                    key=len, reverse=True)  # longest first: 'a_10' must not claim 'a_1'
     if masked_root:
       parallel = pathlib.Path(masked_root) / folder.name
-      candidates = sorted(n for n in os.listdir(parallel) if is_image(n)) if parallel.is_dir() else []
+      candidates = (sorted(n for n in os.listdir(parallel) if is_image(n))
+                    if parallel.is_dir() else [])
       base = parallel
     else:
       candidates = [n for n in names if MASK_TAG in pathlib.Path(n).stem]
@@ -227,7 +234,7 @@ class FolderFaceSet:
 
 
 def read_exclude_list(path: str, root: str) -> frozenset[str]:
-  """Absolute paths listed in an exclusion file (tools/clean.py writes one): one path
+  """Absolute paths listed in an exclusion file (mfrjax-clean writes one): one path
   per line, relative to `root` or absolute; '#' starts a comment."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"config.data.exclude_list={path!r} does not exist")
@@ -276,7 +283,7 @@ def split_identities(labels: np.ndarray, num_identities: int, test_fraction: flo
   counts = np.bincount(labels, minlength=num_identities)
   eligible = np.flatnonzero(counts >= min_test_images)
   n_test = int(round(test_fraction * len(eligible)))
-  perm = np.random.default_rng([seed, 7]).permutation(eligible)
+  perm = np.random.default_rng([seed, salts.SPLIT_IDENTITIES]).permutation(eligible)
   test = np.sort(perm[:n_test])
   train = np.setdiff1d(np.arange(num_identities), test)
   return train, test

@@ -46,7 +46,7 @@ def draw_mask(img: np.ndarray, rng: np.random.Generator, top: float) -> np.ndarr
 
   The placement is a fixed fraction of the crop (top edge at `top` x height, down to the
   chin, 72% of the width): good enough to turn an unmasked set into masked/unmasked
-  pairs without landmarks. tools/mask_faces.py does landmark-based placement.
+  pairs without landmarks. mfrjax-mask does landmark-based placement.
   """
   h, w = img.shape[:2]
   out = synthetic.draw_mask(img.astype(np.float32).squeeze(-1) if img.shape[2] == 1
@@ -58,7 +58,7 @@ def draw_mask(img: np.ndarray, rng: np.random.Generator, top: float) -> np.ndarr
 
 def keep_top_blocks(img: np.ndarray, grid: int, keep_blocks: int) -> np.ndarray:
   """Occlusion removal: cuts the face into a grid x grid block layout and keeps the top
-  `keep_blocks` blocks (whole rows; the seed keeps 50 of 10 x 10 = the upper half), where
+  `keep_blocks` blocks (whole rows; the paper keeps 50 of 10 x 10 = the upper half), where
   a mask never is. Errors name the config keys."""
   if grid <= 0 or keep_blocks <= 0 or keep_blocks > grid * grid or keep_blocks % grid:
     raise ValueError(f"config.data.upper_face.keep_blocks={keep_blocks} must be a positive "

@@ -1,2 +1,2 @@
 """Evaluation. `identification` and `report` are NumPy only (no JAX): they run on
-embeddings saved by any model, e.g. from tools/evaluate.py."""
+embeddings saved by any model, e.g. from mfrjax-eval."""

@@ -17,6 +17,24 @@ def to_float(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 127.5 - 1.0
 
 
+def in_batches(fn, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+  """`fn(*arrays)` over fixed-size batches of rows: the last batch is padded by repeating
+  its first row and the padding is cut from the outputs, so one compiled shape serves
+  every call and no row is dropped or counted twice.
+
+  Returns:
+    the outputs of `fn` (one or a tuple) concatenated over the batches.
+  """
+  n, outs = len(arrays[0]), []
+  for i in range(0, n, batch_size):
+    parts = [a[i:i + batch_size] for a in arrays]
+    k = len(parts[0])
+    parts = [np.concatenate([p, np.repeat(p[:1], batch_size - k, 0)]) for p in parts]
+    res = fn(*parts)
+    outs.append([np.asarray(x)[:k] for x in (res if isinstance(res, tuple) else (res,))])
+  return [np.concatenate(x) for x in zip(*outs)]
+
+
 def embed_step(variables, images, *, model):
   return model.apply(variables, to_float(images), method=model.embed)
 

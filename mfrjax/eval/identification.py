@@ -1,6 +1,6 @@
 """1-NN (k-NN) identification on unseen identities, overall and per group. NumPy only.
 
-Protocol (as in the seed paper): the images of every test identity are split into a
+Protocol (as in the paper): the images of every test identity are split into a
 gallery and probes by a seeded rule; each probe is assigned the identity of its nearest
 gallery embedding (cosine similarity on L2-normalised embeddings). Three pairings are
 reported: masked probes against an unmasked gallery (the case that matters), unmasked
@@ -10,6 +10,8 @@ against unmasked (no loss on normal faces), and masked against masked.
 from __future__ import annotations
 
 import numpy as np
+
+from mfrjax import salts
 
 PROTOCOLS = {
     "masked_vs_unmasked": ("masked", "unmasked"),
@@ -93,7 +95,7 @@ def gallery_probe_split(labels: np.ndarray, gallery_fraction: float, seed: int) 
   max(1, floor(n * gallery_fraction)) are gallery, the rest probes, and at least one
   image stays a probe when the identity has two or more.
   """
-  rng = np.random.default_rng([seed, 17])
+  rng = np.random.default_rng([seed, salts.GALLERY_PROBE])
   is_gallery = np.zeros(len(labels), bool)
   for lab in np.unique(labels):
     idx = rng.permutation(np.flatnonzero(labels == lab))
@@ -145,7 +147,7 @@ def evaluate(embeddings: dict[str, np.ndarray], labels: np.ndarray, is_gallery: 
 
 def per_group(correct: np.ndarray, probe_labels: np.ndarray, groups: np.ndarray,
               train_groups: np.ndarray) -> list[dict]:
-  """The seed paper's per-group table: group, share of train, share of test, accuracy.
+  """The paper's per-group table: group, share of train, share of test, accuracy.
 
   Args:
     correct: (P,) whether each probe was identified.

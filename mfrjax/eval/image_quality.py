@@ -22,7 +22,8 @@ def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   out = []
   for c in range(a.shape[-1]):
     x, y = a[..., c], b[..., c]
-    blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+    def blur(z):
+      return cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     out.append(((2 * mx * my + _C1) * (2 * cxy + _C2)) /

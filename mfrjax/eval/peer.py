@@ -1,6 +1,6 @@
 """The peer benchmark: held-out people, an open-set gallery, unseen masks, any recogniser.
 
-Protocol (tools/peer_benchmark.py runs it; README: Against dlib's face_recognition):
+Protocol (mfrjax-peer runs it; README: Against dlib's face_recognition):
 
   people    the held-out share of a folder set (sources.held_out: a fixed hash of the
             name, the share config.data.holdout_percent removes from every training run),
@@ -10,8 +10,8 @@ Protocol (tools/peer_benchmark.py runs it; README: Against dlib's face_recogniti
   probes    every other image, three times: unmasked, masked with the mask placed by
             the ArcFace template in the photo's central square ("template"), and masked
             with the mask placed by the detector's landmarks on that face ("detector")
-  masks     the masking tool (data/masking.py) with a type and a seed the training
-            masks did not use (default: KN95 only, seed 1000; tools/mask_faces.py's
+  masks     the masking tool (prep/masking.py) with a type and a seed the training
+            masks did not use (default: KN95 only, seed 1000; mfrjax-mask's
             default training masks draw all four types with seed 0 - make the training
             set with --types=surgical,n95,cloth to hold KN95 out)
   geometry  every recogniser gets the same faces: the photo's face box and landmarks
@@ -33,8 +33,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mfrjax.data import landmarks, masking, sources
+from mfrjax import salts
+from mfrjax.data import sources
 from mfrjax.eval import identification, verification
+from mfrjax.prep import landmarks, masking
 
 VIEWS = ("unmasked", "masked_template", "masked_detector")
 FARS = (1e-3,)
@@ -62,7 +64,7 @@ def held_out_images(root: str, holdout_percent: float, max_per_identity: int, se
                   and not n.startswith(".") and sources.held_out(n, holdout_percent))
   if limit_identities:
     people = people[:limit_identities]
-  rng = np.random.default_rng([seed, 19])
+  rng = np.random.default_rng([seed, salts.PEER_GALLERY])
   rels, labels, identities = [], [], []
   for name in people:
     files = sorted(f for f in os.listdir(os.path.join(root, name))
@@ -79,7 +81,7 @@ def held_out_images(root: str, holdout_percent: float, max_per_identity: int, se
                      f"--holdout_percent={holdout_percent}")
   labels = np.asarray(labels, np.int64)
   is_gallery = np.zeros(len(labels), bool)
-  pick = np.random.default_rng([seed, 23])
+  pick = np.random.default_rng([seed, salts.PEER_SAMPLE])
   for k in range(len(identities)):
     idx = np.flatnonzero(labels == k)
     is_gallery[pick.choice(idx)] = True

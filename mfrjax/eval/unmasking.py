@@ -1,6 +1,6 @@
-"""Recognition after mask removal: the same masked probes three ways (tools/unmask.py).
+"""Recognition after mask removal: the same masked probes three ways (mfrjax-unmask).
 
-Protocol, on a folder of aligned face crops (tools/align_faces.py):
+Protocol, on a folder of aligned face crops (mfrjax-align):
 
   people    the held-out share of the set (sources.held_out, --holdout_percent; the share
             every training run of this project leaves out), at most 20 images each
@@ -26,8 +26,9 @@ import os
 
 import numpy as np
 
-from mfrjax.data import masking, sources
+from mfrjax.data import sources
 from mfrjax.eval import image_quality, peer
+from mfrjax.prep import masking
 
 VIEWS = ("unmasked", "masked", "cut", "restored", "restored_true_map")
 GREY = 128

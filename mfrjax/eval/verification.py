@@ -19,6 +19,9 @@ combined score is `0.25 * masked + 0.75 * standard`.
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics
+
+from mfrjax import salts
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 TRACKS = {"masked": ("masked", "unmasked"), "standard": ("unmasked", "unmasked")}
@@ -47,11 +50,10 @@ def roc(scores: np.ndarray, issame: np.ndarray):
   if n_pos == 0 or n_neg == 0:
     raise ValueError(f"verification needs positive and negative pairs; got {n_pos} positive, "
                      f"{n_neg} negative")
-  order = np.argsort(-scores, kind="stable")
-  s, y = scores[order], issame[order]
-  last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # last index of each distinct score
-  tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
-  return (np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos], np.r_[np.inf, s[last]])
+  # Every distinct score is a point (drop_intermediate=False): the TAR@FAR and threshold
+  # searches below need the exact operating points, not a thinned curve.
+  far, tar, ths = metrics.roc_curve(issame, scores, drop_intermediate=False)
+  return far, tar, np.r_[np.inf, ths[1:]]
 
 
 def tar_at_far(scores: np.ndarray, issame: np.ndarray, fars=FARS) -> dict[str, float | None]:
@@ -134,7 +136,7 @@ def evaluate_pairs(scores: np.ndarray, issame: np.ndarray, folds: int = 10,
   far, tar, _ = roc(scores, issame)
   acc = kfold_accuracy(scores, issame, folds)
   return {"accuracy": acc["accuracy"], "accuracy_std": acc["accuracy_std"],
-          "auc": float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2)), "tar_at_far": tar_at_far(scores, issame, fars),
+          "auc": float(metrics.auc(far, tar)), "tar_at_far": tar_at_far(scores, issame, fars),
           "thresholds": thresholds(scores, issame),
           "num_pairs": int(len(scores)), "num_positive": int(np.sum(issame)),
           "roc": {"far": far, "tar": tar}}
@@ -183,7 +185,7 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int):
     (first, second, issame): int64 (P,), int64 (P,), bool (P,), P <= num_pairs.
   """
   labels = np.asarray(labels)
-  rng = np.random.default_rng([seed, 47])
+  rng = np.random.default_rng([seed, salts.VERIFY_PAIRS])
   by_id = {}
   for i, y in enumerate(labels):
     by_id.setdefault(int(y), []).append(i)

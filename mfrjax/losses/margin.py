@@ -28,11 +28,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from mfrjax.models.layers import l2_normalize
+
 HEADS = ("arcface", "cosface")
-
-
-def l2_normalize(x: jax.Array, axis: int) -> jax.Array:
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), 1e-12))
 
 
 def target_logit(cos: jax.Array, head: str, margin: float, easy_margin: bool) -> jax.Array:

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mfrjax.models.layers import l2_normalize
+
 
 def segmentation_loss(logits: jax.Array, target: jax.Array, dice_weight: float = 1.0
                       ) -> tuple[jax.Array, dict]:
@@ -56,6 +58,4 @@ def hinge_generator(fake_logits: jax.Array) -> jax.Array:
 def identity_loss(restored_emb: jax.Array, true_emb: jax.Array) -> jax.Array:
   """1 - cosine between the recogniser's embeddings of the restored and the true face:
   what recognition needs of a restored face, which no pixel loss asks for."""
-  a = restored_emb / jnp.maximum(jnp.linalg.norm(restored_emb, axis=-1, keepdims=True), 1e-12)
-  b = true_emb / jnp.maximum(jnp.linalg.norm(true_emb, axis=-1, keepdims=True), 1e-12)
-  return 1.0 - jnp.mean(jnp.sum(a * b, axis=-1))
+  return 1.0 - jnp.mean(jnp.sum(l2_normalize(restored_emb) * l2_normalize(true_emb), axis=-1))

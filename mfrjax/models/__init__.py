@@ -20,7 +20,7 @@ _BACKBONES = {
     "iresnet34": (IResNet, dict(stage_sizes=(3, 4, 6, 3))),
     "iresnet50": (IResNet, dict(stage_sizes=(3, 4, 14, 3))),
     "iresnet100": (IResNet, dict(stage_sizes=(3, 13, 30, 3))),
-    # The seed's "ResNet124": 61 blocks x 2 convs + stem + FC = 124 weight layers,
+    # The paper's "ResNet124": 61 blocks x 2 convs + stem + FC = 124 weight layers,
     # IResNet-100 with the extra blocks in the two middle stages.
     "iresnet124": (IResNet, dict(stage_sizes=(3, 16, 39, 3))),
     "iresnet_tiny": (IResNet, dict(stage_sizes=(1, 1, 1, 1), widths=(16, 32, 64, 128),

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from mfrjax.models.layers import batch_norm
+from mfrjax.models.layers import batch_norm, l2_normalize
 
 
 class Projector(nn.Module):
@@ -45,7 +44,7 @@ class EmbedAndProject(nn.Module):
 
 
 class EmbeddingHead(nn.Module):
-  """The quintuplet seed's head on the last feature map: Dropout -> global average
+  """The quintuplet paper's head on the last feature map: Dropout -> global average
   pool -> Dense(dim) -> BatchNorm, then L2 normalisation (see losses/metric.py for why)."""
   dim: int
   dropout: float
@@ -60,7 +59,7 @@ class EmbeddingHead(nn.Module):
     x = nn.Dense(self.dim, dtype=self.dtype)(x)
     x = batch_norm(train, self.dtype, self.axis_name)()(x).astype(jnp.float32)
     if self.normalize:
-      x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+      x = l2_normalize(x)
     return x
 
 

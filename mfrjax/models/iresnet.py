@@ -1,4 +1,4 @@
-"""Face IResNets (insightface "arcface_torch" layout) with the masked-recognition seed's
+"""Face IResNets (insightface "arcface_torch" layout) with the masked-recognition paper's
 changes: a focus-style stem unit, squeeze-excitation, and DropBlock.
 
 Block: BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN [-> SE], plus a 1x1 conv +
@@ -15,7 +15,7 @@ IResNet-100 ~65.2M.
 Both reduce the resolution by 4 (112 -> 28), so the first two stages keep theirs
 (stride 1) and the last two halve it: the head sees the same 7x7 map as with the
 standard stem, while stage 1 runs on 16x fewer pixels than its standard 56x56 - the
-unit is a speed change as much as an accuracy one (tools/bench_stem.py measures it).
+unit is a speed change as much as an accuracy one (mfrjax-bench-stem measures it).
 
 `se=True` adds squeeze-excitation to every block's residual branch. `dropblock_rate > 0`
 applies DropBlock (Ghiasi et al. 2018) after the convolution branch and on the skip
@@ -46,7 +46,7 @@ def space_to_depth(x: jax.Array) -> jax.Array:
 
 
 class FocusStem(nn.Module):
-  """The seed's stem unit (module docstring); output at 1/4 of the input resolution."""
+  """The paper's stem unit (module docstring); output at 1/4 of the input resolution."""
   features: int
   dtype: Any = jnp.float32
   axis_name: str | None = None

@@ -5,7 +5,15 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+
+def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  """x / |x| along `axis`; the one L2 normalisation of the JAX code (embedding heads, the
+  margin losses, the identity loss, the exported model). eps on |x|^2 keeps a zero
+  vector finite."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), 1e-12))
 
 
 class PReLU(nn.Module):

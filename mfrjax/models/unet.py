@@ -124,3 +124,13 @@ def composite(restored: jax.Array, image: jax.Array, mask: jax.Array) -> jax.Arr
   """The generator's pixels inside the mask, the input's outside: unmasked pixels are
   never changed by restoration (works on NumPy and JAX arrays alike)."""
   return mask * restored + (1.0 - mask) * image
+
+
+def hole(seg: jax.Array, dilate: int) -> jax.Array:
+  """The region to restore: the mask map grown by `dilate` pixels, so the mask's soft
+  edge (alpha < 0.5, outside the binary map) is repainted too."""
+  seg = seg.astype(jnp.float32)
+  if dilate <= 0:
+    return seg
+  k = 2 * dilate + 1
+  return nn.max_pool(seg, (k, k), strides=(1, 1), padding="SAME")

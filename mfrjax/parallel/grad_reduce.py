@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from mfrjax import salts
 from mfrjax.parallel import powersgd
 from mfrjax.parallel.mesh import DATA
 
@@ -27,20 +28,21 @@ from mfrjax.parallel.mesh import DATA
 # every gradient as one flat buffer. Why both: XLA reduces each partial gradient where the
 # partitioner finds it, so a loss with two forward passes (Barlow Twins' two views) sends
 # every gradient twice (its CPU pipeline does not merge the two all-reduces; measured:
-# 90 MB per step for ResNet-18's 45 MB, tools/bench_compression.py). "flat" sends it once.
+# 90 MB per step for ResNet-18's 45 MB, mfrjax-bench-compression). "flat" sends it once.
 # "powersgd": this module, low-rank compression (powersgd.py).
 MODES = ("mean", "flat", "powersgd")
 EXPLICIT = ("flat", "powersgd")  # computed per device in shard_map, reduced here
 
 
-def comm_specs(comm):
+def reduce_state_specs(reduce_state):
   """PartitionSpecs of the PowerSGD state inside shard_map: Q replicated, residuals split."""
   return powersgd.PowerSGDState(
-      qs=tuple(P() for _ in comm.qs),
-      residuals=tuple(P(DATA) if r.ndim else P() for r in comm.residuals))
+      qs=tuple(P() for _ in reduce_state.qs),
+      residuals=tuple(P(DATA) if r.ndim else P() for r in reduce_state.residuals))
 
 
-def _body(params, batch_stats, comm, batch, rng, step, *, loss_fn, plan, cfg, average_stats):
+def _body(params, batch_stats, reduce_state, batch, rng, step, *, loss_fn, plan, cfg,
+          average_stats):
   n_dev = jax.lax.psum(1, DATA)
   rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA))  # own dropout masks per device
   local = jax.lax.pcast(params, DATA, to="varying")
@@ -50,20 +52,21 @@ def _body(params, batch_stats, comm, batch, rng, step, *, loss_fn, plan, cfg, av
   if average_stats:  # per-device BatchNorm: one all-reduce keeps the running averages equal
     new_stats = jax.lax.pmean(new_stats, DATA)
   if plan is None:  # 'flat': one mean all-reduce, nothing else
-    return powersgd.reduce_mean(grads, DATA), loss, new_stats, parts, comm
+    return powersgd.reduce_mean(grads, DATA), loss, new_stats, parts, reduce_state
 
   def compressed(_):
-    return powersgd.reduce(grads, comm, plan, DATA, error_feedback=cfg.error_feedback,
-                           warm_start=cfg.warm_start, rng=jax.random.fold_in(rng, 7))
+    return powersgd.reduce(grads, reduce_state, plan, DATA, error_feedback=cfg.error_feedback,
+                           warm_start=cfg.warm_start,
+                           rng=jax.random.fold_in(rng, salts.POWERSGD_STEP))
 
   def plain(_):
-    return powersgd.reduce_mean(grads, DATA), comm
+    return powersgd.reduce_mean(grads, DATA), reduce_state
 
-  grads, comm = jax.lax.cond(step >= cfg.start_step, compressed, plain, None)
-  return grads, loss, new_stats, parts, comm
+  grads, reduce_state = jax.lax.cond(step >= cfg.start_step, compressed, plain, None)
+  return grads, loss, new_stats, parts, reduce_state
 
 
-def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh, plan, cfg,
+def sharded_grads(loss_fn, params, batch_stats, reduce_state, batch, rng, step, *, mesh, plan, cfg,
                   average_stats: bool = False):
   """Loss and PowerSGD-reduced gradient of the global batch (call inside jit).
 
@@ -72,7 +75,7 @@ def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh,
       written with explicit collectives over 'data' (models and losses built with
       axis_name; see methods.py).
     params, batch_stats: replicated.
-    comm: PowerSGDState.
+    reduce_state: PowerSGDState.
     batch: global batch, sharded over 'data'.
     rng: replicated key; step: the current step (plain mean before cfg.start_step).
     mesh: the ('data',) mesh.
@@ -83,22 +86,22 @@ def sharded_grads(loss_fn, params, batch_stats, comm, batch, rng, step, *, mesh,
       devices, so they stay replicated.
 
   Returns:
-    (grads, loss, batch_stats, parts, comm); everything replicated but the residuals.
+    (grads, loss, batch_stats, parts, reduce_state); everything replicated but the residuals.
   """
   body = functools.partial(_body, loss_fn=loss_fn, plan=plan, cfg=cfg,
                            average_stats=average_stats)
-  specs = () if plan is None else comm_specs(comm)
+  specs = () if plan is None else reduce_state_specs(reduce_state)
   f = jax.shard_map(body, mesh=mesh,
                     in_specs=(P(), P(), specs, P(DATA), P(), P()),
                     out_specs=(P(), P(), P(), P(), specs))
-  return f(params, batch_stats, comm, batch, rng, step)
+  return f(params, batch_stats, reduce_state, batch, rng, step)
 
 
 def bytes_sent(plan, step, start_step: int) -> jax.Array:
   """Gradient bytes a device sends this step: compressed from start_step on, plain before.
 
   Only the gradient: the BatchNorm statistics and the losses' own collectives (a few
-  hundred kB per step for a ResNet-18) come on top; tools/bench_compression.py counts
+  hundred kB per step for a ResNet-18) come on top; mfrjax-bench-compression counts
   the bytes on the wire beside this figure.
   """
   return jnp.where(step >= start_step, plan.compressed_bytes, plan.uncompressed_bytes)
