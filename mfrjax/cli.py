@@ -8,6 +8,7 @@ reports; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -61,6 +62,17 @@ def run(main, argv=None) -> int:
       raise
     report(e)
     return 2
+
+
+def entry(main):
+  """The console script of a command module (pyproject.toml [project.scripts]):
+  `main(sys.argv[1:])` under `run`; a closed pipe (`mfrjax-... | head`) ends quietly."""
+  def script() -> int:
+    with contextlib.suppress(BrokenPipeError):
+      return run(main)
+    return 0
+  script.__doc__ = main.__doc__
+  return script
 
 
 def add_landmark_flags(parser) -> None:

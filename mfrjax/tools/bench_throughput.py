@@ -33,7 +33,6 @@ view) or a quintuplet row (unmasked + masked copy) counts two.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import os
@@ -479,11 +478,7 @@ def _write(res: dict, out: str) -> int:
   return 0
 
 
-def run() -> int:
-  """The console script (pyproject.toml); a closed pipe (| head) ends quietly."""
-  with contextlib.suppress(BrokenPipeError):
-    return cli.run(main)
-  return 0
+run = cli.entry(main)  # the console script (pyproject.toml)
 
 
 if __name__ == "__main__":

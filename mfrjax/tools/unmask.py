@@ -184,9 +184,7 @@ def main(argv=None) -> int:
   return 0
 
 
-def run() -> int:
-  """The console script (pyproject.toml)."""
-  return cli.run(main)
+run = cli.entry(main)  # the console script (pyproject.toml)
 
 
 if __name__ == "__main__":
