@@ -51,6 +51,17 @@ def plain(cfg: ml_collections.ConfigDict) -> types.SimpleNamespace:
                                   else v for k, v in cfg.items()})
 
 
+def process_stream(ds: grain.MapDataset, data_cfg, global_batch: int) -> grain.IterDataset:
+  """The tail of the streams whose rows are global (pairs, labelled images, mask-removal
+  triples): this process's share of them, `ds[process_index::process_count]`, batched
+  (`batched_stream`). Sliced after the (lazy) maps, so a row's random draws follow its
+  global index and any process count streams the very same examples."""
+  n_proc, pid = jax.process_count(), jax.process_index()
+  if global_batch % n_proc:
+    raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
+  return batched_stream(ds[pid::n_proc], data_cfg, global_batch // n_proc)
+
+
 def batched_stream(ds: grain.MapDataset, data_cfg, local_batch: int) -> grain.IterDataset:
   """The tail every training stream shares: batch, read with threads, optionally in
   worker processes.
@@ -284,17 +295,11 @@ def pair_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batch: i
     A grain IterDataset of dicts {'masked', 'unmasked': uint8 (B, S, S, C),
     'label': int32 (B,)} with B = global_batch / process_count.
   """
-  n_proc, pid = jax.process_count(), jax.process_index()
-  if global_batch % n_proc:
-    raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
   pairs = EpochPairs(groups, data_cfg.pair_sampler, seed, num_epochs)
   ds = grain.MapDataset.source(pairs).seed(seed)
   ds = ds.random_map(_MakePair(ViewLoader(faceset, data_cfg, seed), faceset.labels,
                                data_cfg.augment))
-  # Slice after random_map (lazy: nothing is loaded twice): an example's random draws
-  # follow its global index, so any process count sees the very same examples.
-  ds = ds[pid::n_proc]
-  return batched_stream(ds, data_cfg, global_batch // n_proc)
+  return process_stream(ds, data_cfg, global_batch)
 
 
 def eligible_identities(groups: list[np.ndarray], min_images: int) -> list[np.ndarray]:
@@ -482,14 +487,10 @@ def labelled_dataset(faceset, groups: list[np.ndarray], data_cfg, *, global_batc
     A grain IterDataset of dicts {'image': uint8 (B, H, W, C), 'label': int32 (B,),
     'masked': bool (B,)} with B = global_batch / process_count.
   """
-  n_proc, pid = jax.process_count(), jax.process_index()
-  if global_batch % n_proc:
-    raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
   rows = LabelledRows(groups, data_cfg.masked_share, seed, num_epochs)
   ds = grain.MapDataset.source(rows).map(
       _LoadLabelled(ViewLoader(faceset, data_cfg, seed), data_cfg.augment, seed))
-  ds = ds[pid::n_proc]  # after the map, which is lazy: a row's draws follow its global index
-  return batched_stream(ds, data_cfg, global_batch // n_proc)
+  return process_stream(ds, data_cfg, global_batch)
 
 
 def pairs_per_epoch(groups: list[np.ndarray], sampler: str) -> int:

@@ -25,7 +25,6 @@ import os
 
 import cv2
 import grain
-import jax
 import numpy as np
 
 from mfrjax import salts
@@ -187,13 +186,9 @@ class _LoadTriple:
 def train_stream(data: MaskedFaces, rows: np.ndarray, data_cfg, *, global_batch: int,
                  num_epochs: int, seed: int) -> grain.IterDataset:
   """This process's checkpointable stream of training batches of triples."""
-  n_proc, pid = jax.process_count(), jax.process_index()
-  if global_batch % n_proc:
-    raise ValueError(f"config.batch_size={global_batch} must divide by the {n_proc} processes")
   ds = grain.MapDataset.source(_EpochOrder(rows, seed, num_epochs)).map(
       _LoadTriple(data, data_cfg.augment.flip))
-  ds = ds[pid::n_proc]
-  return pipeline.batched_stream(ds, data_cfg, global_batch // n_proc)
+  return pipeline.process_stream(ds, data_cfg, global_batch)
 
 
 def eval_examples(data: MaskedFaces, rows: np.ndarray, unseen: bool) -> dict[str, np.ndarray]:
