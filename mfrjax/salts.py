@@ -13,7 +13,7 @@ SPLIT_IDENTITIES = 7
 SELECT_IMAGES = 19
 # The training streams (data/pipeline.py).
 EPOCH_PAIRS = 11          # pair list of an epoch (Barlow Twins)
-DRAW_MASK = 13            # the box drawn at load time (config.data.mask_source='draw')
+RENDER_MASK = 13          # masks rendered at load time (config.data.mask_source='render')
 IDENTITY_AUGMENT = 23     # augmentation of an identity-batch row
 IDENTITY_ROWS = 29        # identity batches of an epoch
 MASKED_SHARE = 37         # which rows of an epoch are masked (margin heads)

@@ -57,8 +57,8 @@ def test_findings_and_exclusions(tmp_path, capsys):
   assert sorted(excluded) == sorted(["A/a2.bmp", "A/a3.jpg", "A/a5.jpg", "A/a6.png",
                                      "A/a7.png", "C/c1_mask2.jpg", "B/b1.png", "D"])
   with pytest.raises(ValueError, match="faces/D' has no images"):
-    sources.FolderFaceSet(str(root), mask_source="draw")  # what the exclusion list fixes
-  fs = sources.FolderFaceSet(str(root), mask_source="draw", exclude_list=str(out / "exclude.txt"))
+    sources.FolderFaceSet(str(root), mask_source="render")  # what the exclusion list fixes
+  fs = sources.FolderFaceSet(str(root), mask_source="render", exclude_list=str(out / "exclude.txt"))
   assert fs.identities == ("A", "C")
   assert [p.split("faces/")[1] for p in fs.paths] == ["A/a1.png", "A/a4.png", "C/c1.png",
                                                       "C/c2.png"]
@@ -66,7 +66,7 @@ def test_findings_and_exclusions(tmp_path, capsys):
   with pytest.raises(FileExistsError, match="nothing is overwritten"):
     tool.main([f"--root={root}", f"--out={out}", "--quiet"])
   with pytest.raises(FileNotFoundError, match="config.data.exclude_list"):
-    sources.FolderFaceSet(str(root), mask_source="draw", exclude_list=str(tmp_path / "no.txt"))
+    sources.FolderFaceSet(str(root), mask_source="render", exclude_list=str(tmp_path / "no.txt"))
 
 
 def test_masked_variants_are_filtered_too(tmp_path):

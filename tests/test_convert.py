@@ -80,8 +80,8 @@ def test_orl_folder_to_rec_and_back_is_lossless(shared_data, tmp_path, capsys):
   out = tmp_path / "back"
   assert tool.main(["rec2folder", f"--rec={rec}", f"--out={out}"]) == 0
   assert "written: 400" in capsys.readouterr().out
-  back = sources.FolderFaceSet(str(out), mask_source="draw")
-  orig = sources.FolderFaceSet(str(shared_data / "orl"), mask_source="draw")
+  back = sources.FolderFaceSet(str(out), mask_source="render")
+  orig = sources.FolderFaceSet(str(shared_data / "orl"), mask_source="render")
   assert len(back.identities) == 40 and len(back.paths) == 400
   # Class c holds identity c's images in order; ORL's PGMs travelled as lossless PNG.
   for i in (0, 123, 399):

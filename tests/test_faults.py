@@ -277,7 +277,7 @@ def _faces(shared_data, root, people=6, per_person=4):
 
 def folder_config(root, **overrides):
   return arcface_smoke(**{"data.source": "folder", "data.root": str(root),
-                          "data.mask_source": "draw", "data.test_fraction": 0.34,
+                          "data.mask_source": "render", "data.test_fraction": 0.34,
                           "data.image_size": 16, **overrides})
 
 

@@ -44,9 +44,9 @@ def test_folder_set_drops_held_out_people(tmp_path):
   held = [n for n in NAMES if sources.held_out(n, 15)][:2]
   kept = [n for n in NAMES if not sources.held_out(n, 15)][:3]
   _tree(tmp_path, {n: 2 for n in held + kept})
-  fs = sources.FolderFaceSet(str(tmp_path), mask_source="draw", holdout_percent=15)
+  fs = sources.FolderFaceSet(str(tmp_path), mask_source="render", holdout_percent=15)
   assert fs.identities == tuple(sorted(kept)) and fs.num_held_out == 2
-  assert len(sources.FolderFaceSet(str(tmp_path), mask_source="draw").identities) == 5
+  assert len(sources.FolderFaceSet(str(tmp_path), mask_source="render").identities) == 5
   # The config key reaches the set, and the LFW variants hold people out.
   cfg = load_config("barlow", "lfw", **{"data.root": str(tmp_path)})
   assert cfg.data.holdout_percent == 15
@@ -170,7 +170,7 @@ def test_arcface_lfw_is_the_aligned_recipe_and_lfw_centre_the_old_one():
           aligned.data.max_images_per_identity, aligned.num_epochs,
           aligned.optimizer.cycle_epochs) == ("112x112", 64, "files", 0, 64, 32)
   assert (centre.data.alignment, centre.data.image_size, centre.data.mask_source,
-          centre.num_epochs) == ("none", 48, "draw", 16)
+          centre.num_epochs) == ("none", 48, "render", 16)
   assert aligned.data.holdout_percent == centre.data.holdout_percent == 15
   barlow = {k: v for k, v in load_config("barlow", "lfw").data.to_dict().items()
             if k != "pair_sampler"}  # Barlow Twins' own key

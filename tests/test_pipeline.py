@@ -97,14 +97,14 @@ def test_iterator_state_resumes_exactly():
     np.testing.assert_array_equal(x["masked"], y["masked"])
 
 
-def test_draw_masks_on_unmasked_folder_data(tmp_path):
+def test_render_masks_on_unmasked_folder_data(tmp_path):
   import cv2
   for p in ("a", "b"):
     for i in range(2):
       (tmp_path / p).mkdir(exist_ok=True)
       cv2.imwrite(str(tmp_path / p / f"{i}.png"), np.full((40, 40), 200, np.uint8))
   cfg = smoke_config(**{"data.source": "folder", "data.root": str(tmp_path),
-                        "data.mask_source": "draw"})
+                        "data.mask_source": "render"})
   fs = pipeline.build_faceset(cfg.data, 0)
   loader = pipeline.ViewLoader(fs, cfg.data, seed=0)
   clean, masked = loader(0, False, 0), loader(0, True, 0)
@@ -141,7 +141,7 @@ def test_corrupt_image_error_names_the_file_through_the_pipeline(tmp_path):
       cv2.imwrite(str(tmp_path / p / f"{i}.png"), np.full((20, 20), 100, np.uint8))
   (tmp_path / "b" / "1.png").write_bytes(b"garbage")
   cfg = smoke_config(**{"data.source": "folder", "data.root": str(tmp_path),
-                        "data.mask_source": "draw"})
+                        "data.mask_source": "render"})
   fs = pipeline.build_faceset(cfg.data, 0)
   ds = pipeline.pair_dataset(fs, pipeline.images_by_identity(fs.labels, np.array([0, 1])),
                               cfg.data, global_batch=2, num_epochs=1, seed=0)

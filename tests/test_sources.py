@@ -38,9 +38,9 @@ def test_missing_variants_name_an_image_and_the_fix(tmp_path):
   write(tmp_path / "p1" / "a.jpg")
   write(tmp_path / "p1" / "b.jpg")
   write(tmp_path / "p1" / "b_mask.jpg")
-  with pytest.raises(ValueError, match=r"1 of 2 images.*a\.jpg.*mask_source='draw'"):
+  with pytest.raises(ValueError, match=r"1 of 2 images.*a\.jpg.*mask_source='render'"):
     sources.FolderFaceSet(str(tmp_path))
-  fs = sources.FolderFaceSet(str(tmp_path), mask_source="draw")
+  fs = sources.FolderFaceSet(str(tmp_path), mask_source="render")
   assert not fs.masked_files and len(fs.labels) == 2
 
 
@@ -49,7 +49,7 @@ def test_empty_identity_folder_is_named(tmp_path):
   (tmp_path / "empty_person").mkdir()
   (tmp_path / "empty_person" / "notes.txt").write_text("x")
   with pytest.raises(ValueError, match="empty_person.*has no images"):
-    sources.FolderFaceSet(str(tmp_path), mask_source="draw")
+    sources.FolderFaceSet(str(tmp_path), mask_source="render")
 
 
 def test_bad_root_and_mask_source(tmp_path):
@@ -71,14 +71,14 @@ def test_corrupt_and_empty_images_are_named(tmp_path):
 
 
 def test_reads_orl_pgm(shared_data):
-  fs = sources.FolderFaceSet(str(shared_data / "orl"), mask_source="draw")
+  fs = sources.FolderFaceSet(str(shared_data / "orl"), mask_source="render")
   assert len(fs.identities) == 40 and len(fs.labels) == 400
   img = fs.load(0, masked=False)
   assert img.shape == (112, 92, 1) and img.dtype == np.uint8 and img.std() > 10
 
 
 def test_reads_lfw_folders(shared_data):
-  fs = sources.FolderFaceSet(str(shared_data / "lfw"), mask_source="draw")
+  fs = sources.FolderFaceSet(str(shared_data / "lfw"), mask_source="render")
   assert len(fs.identities) > 4000 and len(fs.labels) > 10000 - 100
   counts = np.bincount(fs.labels)
   assert counts.max() > 500  # George_W_Bush-sized identity

@@ -63,13 +63,12 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.source = "synthetic"       # or "folder"
   d.root = ""
   d.masked_root = ""           # parallel tree of masked images, if not beside them
-  # The masked view (data/sources.MASK_SOURCES): "files" made by mfrjax-mask; "render":
-  # the same realistic masks (prep/masking.py) drawn at load on the template's landmarks;
-  # "draw": a plain box over the lower face.
+  # The masked view (data/sources.MASK_SOURCES): "files" made by mfrjax-mask, or
+  # "render": the same realistic masks (prep/masking.py) drawn at load time on the
+  # template's landmarks, a new mask per image and draw.
   d.mask_source = "files"
   d.mask_types = ("surgical", "n95", "cloth")  # "render": KN95 is left for evaluation
   d.mask_box = 1.0             # "render": side of the template square / crop side
-  d.mask_top = 0.5             # "draw": mask top edge as a fraction of the crop height
   d.image_size = 32
   d.channels = 1
   d.crop_fraction = 1.0        # central square crop before resizing (LFW: ~0.5)
@@ -130,8 +129,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
   elif variant == "lfw":
     d.source = "folder"
     d.root = "../shared/data/lfw"
-    d.mask_source = "draw"
-    d.mask_top = 0.45
+    d.mask_source = "render"   # the face fills the centre crop: the template's square
     d.crop_fraction = 0.5      # LFW is unaligned: the face fills the central ~120 px
     d.image_size = 48
     d.test_fraction = 0.1

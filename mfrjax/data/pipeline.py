@@ -242,12 +242,9 @@ class ViewLoader:
     img = self._preprocessed(index, masked and fs.masked_files, variant)
     if masked and not fs.masked_files:
       # Same mask for the same image and variant, whatever the worker or the run.
-      keys = [self.seed, salts.DRAW_MASK, index, variant]
-      if cfg.mask_source == "render":
-        lm = masking.template_landmarks(*img.shape[:2], box=cfg.mask_box)
-        img = masking.apply_mask(img, lm, keys, tuple(cfg.mask_types))[0]
-      else:
-        img = transforms.draw_mask(img, np.random.default_rng(keys), cfg.mask_top)
+      lm = masking.template_landmarks(*img.shape[:2], box=cfg.mask_box)
+      img = masking.apply_mask(img, lm, [self.seed, salts.RENDER_MASK, index, variant],
+                               tuple(cfg.mask_types))[0]
     if cfg.upper_face.enabled:  # occlusion removal: after masking, as for a real probe
       img = transforms.keep_top_blocks(img, cfg.upper_face.grid, cfg.upper_face.keep_blocks)
     return img

@@ -8,7 +8,7 @@ On-disk format (documented in the README):
 
 `<ext>` is any of jpg, jpeg, png, pgm, ppm, bmp, webp. ORL (`s1/1.pgm`) and LFW
 (`Name/Name_0001.jpg`) are read as they are. A set without masked files can have masks
-drawn at load time (`config.data.mask_source = 'draw'`).
+rendered at load time (`config.data.mask_source = 'render'`).
 
 Every face set exposes the same small interface, so the pipeline and the evaluator do
 not care where pixels come from:
@@ -124,9 +124,10 @@ def list_images(root: str) -> list[str]:
                 if p.is_file() and is_image(p.name) and MASK_TAG not in p.stem)
 
 
-# Where the masked view comes from: files made by mfrjax-mask, the same realistic masks
-# rendered at load time ("render"), or a plain box drawn at load time ("draw").
-MASK_SOURCES = ("files", "render", "draw")
+# Where the masked view comes from: files made by mfrjax-mask, or the same realistic
+# masks rendered at load time (prep/masking.py). A plain box drawn at load time was the
+# third way until a measurement showed it hurts (README: Data, On-disk format).
+MASK_SOURCES = ("files", "render")
 
 
 class FolderFaceSet:
@@ -189,7 +190,7 @@ class FolderFaceSet:
             f"{len(missing)} of {len(paths)} images under {root!r} have no masked variant "
             f"(e.g. {missing[0]!r}); expected '<image>{MASK_TAG}*.<ext>' beside it"
             + (f" or '<image>*.<ext>' under {masked_root!r}" if masked_root else "")
-            + ". Make them with mfrjax-mask, or set config.data.mask_source='draw'.")
+            + ". Make them with mfrjax-mask, or set config.data.mask_source='render'.")
 
   @staticmethod
   def _masked_variants(folder: pathlib.Path, names: list[str],
@@ -217,7 +218,7 @@ class FolderFaceSet:
   def load(self, index: int, masked: bool, variant: int = 0) -> np.ndarray:
     if masked:
       if not self.masked_files:
-        raise ValueError("masks are drawn by the pipeline for this set (mask_source='draw')")
+        raise ValueError("masks are drawn by the pipeline for this set (mask_source='render')")
       options = self.masked_paths[index]
       return read_image(options[variant % len(options)])
     return read_image(self.paths[index])

@@ -9,8 +9,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mfrjax.data import synthetic
-
 
 def preprocess(img: np.ndarray, size: int, channels: int, crop_fraction: float) -> np.ndarray:
   """Centre-crops, resizes and sets the channel count.
@@ -39,21 +37,6 @@ def preprocess(img: np.ndarray, size: int, channels: int, crop_fraction: float) 
   if channels == 3:
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)  # = np.repeat(img, 3, 2), 5x faster
   return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
-
-
-def draw_mask(img: np.ndarray, rng: np.random.Generator, top: float) -> np.ndarray:
-  """Draws a simple mask over the lower face of an aligned (or centre-cropped) face.
-
-  The placement is a fixed fraction of the crop (top edge at `top` x height, down to the
-  chin, 72% of the width): good enough to turn an unmasked set into masked/unmasked
-  pairs without landmarks. mfrjax-mask does landmark-based placement.
-  """
-  h, w = img.shape[:2]
-  out = synthetic.draw_mask(img.astype(np.float32).squeeze(-1) if img.shape[2] == 1
-                            else img.astype(np.float32), rng, top=top * h, bottom=0.97 * h,
-                            cx=w / 2, half_w=0.36 * w)
-  out = np.clip(out, 0, 255).astype(np.uint8)
-  return out[..., None] if out.ndim == 2 else out
 
 
 def keep_top_blocks(img: np.ndarray, grid: int, keep_blocks: int) -> np.ndarray:

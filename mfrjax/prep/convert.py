@@ -86,7 +86,7 @@ def folder_to_rec(root: str, rec_path: str, quiet: bool = False) -> Summary:
   in sorted order become classes 0..C-1. Unreadable images are skipped and reported."""
   require_new(rec_path)
   try:
-    fs = sources.FolderFaceSet(root, mask_source="draw")
+    fs = sources.FolderFaceSet(root, mask_source="render")
   except (ValueError, FileNotFoundError) as e:  # named for the tool's flag, not the config
     raise type(e)(str(e).replace(f"config.data.root={root!r}", f"--root={root!r}")) from None
   summary, t0, items = Summary(), time.perf_counter(), []
