@@ -180,14 +180,9 @@ class Embedder:
     batch = np.stack([self.preprocess(sources.read_image(x) if isinstance(x, (str, os.PathLike))
                                       else np.asarray(x, np.uint8)) for x in images]) \
         if len(images) else np.zeros((0, *self.input_shape), np.uint8)
-    out = []
-    for start in range(0, len(batch), self.batch_size):
-      part = batch[start:start + self.batch_size]
-      n = len(part)
-      if n < self.batch_size:
-        part = np.concatenate([part, np.repeat(part[:1], self.batch_size - n, 0)])
-      out.append(np.asarray(self._fns[flip](self.variables, part))[:n])
-    if not out:
+    if not len(batch):
       return np.zeros((0, 0), np.float32)
-    return identification.l2_normalize(np.concatenate(out)).astype(np.float32)
+    (out,) = embed_lib.in_batches(lambda x: self._fns[flip](self.variables, x), [batch],
+                                  self.batch_size)  # one compiled shape for every call
+    return identification.l2_normalize(out).astype(np.float32)
 
