@@ -88,7 +88,7 @@ def _groups(config, faceset):
 
 class Experiment(NamedTuple):
   """Everything built from a config before the first step (see `setup`)."""
-  method: methods.Method
+  method: methods.EmbeddingMethod
   faceset: Any
   train_ids: np.ndarray
   test_ids: np.ndarray

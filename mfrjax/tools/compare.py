@@ -4,7 +4,7 @@
     mfrjax-compare --out=/tmp/compare_lfw --variant=lfw   # ../shared/data/lfw
     mfrjax-compare --out=/tmp/c --seeds=0,1,2 --parallel=2 --set num_epochs=10
 
-Methods (each config's `<variant>`, so all read the same data block, config_common.py):
+Methods (each config's `<variant>`, so all read the same data block, mfrjax/configs/common.py):
   baseline       triplet loss on full unmasked faces: no masks in training
                  (configs/triplet_upper.py with data.upper_face.enabled=False)
   quintuplet     configs/quintuplet.py (masked positives and negatives)
