@@ -38,7 +38,7 @@ def _cosines(a, b):
   return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-@pytest.mark.parametrize("name", ["arcface", "barlow", "quintuplet"])
+@pytest.mark.parametrize("name", ["margin", "barlow", "quintuplet"])
 def test_bf16_forward_matches_float32_on_the_same_weights(name):
   """The same float32 weights applied in bf16 give (nearly) the same embeddings."""
   _, m32 = _build(name, "float32")
@@ -59,7 +59,7 @@ def test_bf16_forward_matches_float32_on_the_same_weights(name):
 
 
 def test_bf16_keeps_float32_weights_and_statistics():
-  _, m16 = _build("arcface", "bfloat16")
+  _, m16 = _build("margin", "bfloat16")
   v = _init(m16, _images())
   dtypes = {x.dtype for x in jax.tree.leaves(v)}
   assert dtypes == {jnp.dtype(jnp.float32)}, dtypes
@@ -68,7 +68,7 @@ def test_bf16_keeps_float32_weights_and_statistics():
 def test_bf16_activations_stay_bf16_through_every_block():
   """Every residual block (SE and DropBlock on) hands bf16 on: nothing promotes the
   activations back to float32 (a float32 constant times a bf16 array would)."""
-  _, m16 = _build("arcface", "bfloat16", **{"model.dropblock.rate": 0.3})
+  _, m16 = _build("margin", "bfloat16", **{"model.dropblock.rate": 0.3})
   x = _images()
   v = _init(m16, x)
   _, state = jax.jit(lambda v, x: m16.apply(
@@ -81,7 +81,7 @@ def test_bf16_activations_stay_bf16_through_every_block():
 
 
 def test_bf16_convolutions_and_matmuls_run_in_bf16():
-  _, m16 = _build("arcface", "bfloat16")
+  _, m16 = _build("margin", "bfloat16")
   x = _images()
   v = _init(m16, x)
   jaxpr = jax.make_jaxpr(lambda v, x: m16.apply(v, x, method=m16.embed))(v, x)
@@ -108,7 +108,7 @@ def test_dropblock_keeps_dtype_and_rescales():
 
 
 def test_margin_logits_and_loss_in_float32_under_bf16():
-  cfg, method = _model_cfg("arcface", **{"model.dtype": "bfloat16"})
+  cfg, method = _model_cfg("margin", **{"model.dtype": "bfloat16"})
   model = method.build_model(cfg.model, num_classes=10)
   x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1)), jnp.uint8)
   v = _init(model, jnp.zeros((1, 16, 16, 1)))
@@ -121,7 +121,7 @@ def test_margin_logits_and_loss_in_float32_under_bf16():
   assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
 
 
-@pytest.mark.parametrize("name", ["arcface", "barlow"])
+@pytest.mark.parametrize("name", ["margin", "barlow"])
 def test_bf16_smoke_run_trains(name):
   """A bf16 model on CPU learns: the loss over the last steps is below the first steps'."""
   cfg = load_config(name, "smoke", **{"model.dtype": "bfloat16", "num_epochs": 40})
