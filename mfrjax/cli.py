@@ -8,6 +8,7 @@ reports; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -62,6 +63,14 @@ def run(main, argv=None) -> int:
       raise
     report(e)
     return 2
+
+
+def parser(doc: str, prog: str | None = None) -> argparse.ArgumentParser:
+  """The argument parser of a command: its module docstring's first line as the
+  description, the rest (usage examples, what it writes) after the options."""
+  first, _, rest = doc.strip().partition("\n")
+  return argparse.ArgumentParser(prog=prog, description=first, epilog=rest.strip() or None,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def entry(main):

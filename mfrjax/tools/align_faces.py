@@ -17,7 +17,6 @@ skipped. Nothing is overwritten.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mfrjax import cli
@@ -25,9 +24,7 @@ from mfrjax.prep import align
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--root", required=True, help="<root>/<identity>/<image> face set")
   p.add_argument("--out", required=True, help="aligned root to create (must not exist)")
   p.add_argument("--size", default="112x112", choices=tuple(align.TEMPLATES))

@@ -361,7 +361,7 @@ def write_outputs(rows: list[dict], out: str) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = cli.parser(__doc__)
   p.add_argument("--processes", type=int, default=2)
   p.add_argument("--ranks", default="1,2,4")
   p.add_argument("--bandwidths", default="100mbit,1gbit,10gbit,unlimited")

@@ -1,4 +1,4 @@
-"""Speed of the focus-style stem unit against the standard IResNet stem.
+r"""Speed of the focus-style stem unit against the standard IResNet stem.
 
     mfrjax-bench-stem --backbone=iresnet50 --image_size=112 --batch_size=128 \
         --dtype=bfloat16 --steps=20 --out=/tmp/bench_stem
@@ -12,7 +12,6 @@ Writes results.md and results.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -66,7 +65,7 @@ def measure(stem: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = cli.parser(__doc__)
   p.add_argument("--backbone", default="iresnet50")
   p.add_argument("--image_size", type=int, default=112)
   p.add_argument("--batch_size", type=int, default=128)

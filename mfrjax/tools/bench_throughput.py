@@ -32,7 +32,6 @@ view) or a quintuplet row (unmasked + masked copy) counts two.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -375,9 +374,7 @@ def to_markdown(res: dict) -> str:
 
 def main(argv=None) -> int:
   cores = os.cpu_count() or 1
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--config", required=True, help="configs/<file>.py[:variant]")
   p.add_argument("--set", action="append", default=[], dest="overrides",
                  help="config override key=value (repeat)")

@@ -13,7 +13,6 @@ Nothing is deleted or moved. See mfrjax/prep/clean.py for the checks.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import dataclasses
@@ -28,9 +27,7 @@ from mfrjax.progress import require_new
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--root", required=True, help="<root>/<identity>/<image> face set")
   p.add_argument("--out", required=True, help="folder for the report and exclusion list")
   p.add_argument("--max_distance", type=int, default=4,

@@ -21,7 +21,6 @@ written to <out>/comparison.md and .json.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import os
@@ -76,9 +75,7 @@ def table(rows: list[dict]) -> tuple[str, list[dict]]:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--out", required=True, help="comparison directory")
   p.add_argument("--variant", default="default", help="config variant: default, lfw, ...")
   p.add_argument("--seeds", default="0", help="comma-separated seeds")

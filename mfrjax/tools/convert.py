@@ -16,7 +16,6 @@ progress bar and ends with a summary (written, skipped and why).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -25,9 +24,7 @@ from mfrjax.prep import convert
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   sub = p.add_subparsers(dest="cmd", required=True)
   a = sub.add_parser("rec2folder", help=".rec/.idx -> <out>/<class>/<record>.<ext>")
   a.add_argument("--rec", required=True)

@@ -21,7 +21,6 @@ identity labels; optionally `is_gallery` (N,) bool (else a seeded split is drawn
 
 from __future__ import annotations
 
-import argparse
 import sys
 import zipfile
 
@@ -106,7 +105,7 @@ def evaluate_file(path: str, k: int = 1, groups_csv: str = "", gallery_fraction:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = cli.parser(__doc__)
   p.add_argument("--embeddings", required=True,
                  help=".npz file, or several comma-separated to concatenate (module doc)")
   p.add_argument("--groups_csv", default="", help="identity,group CSV for per-group rows")

@@ -17,7 +17,6 @@ embeddings for the next call with the same protocol settings.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
@@ -101,9 +100,7 @@ def dlib_row(faces, views, protocol, args) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--root", required=True, help="raw photos, <root>/<identity>/<image>")
   p.add_argument("--run", action="append", default=[],
                  help="NAME=WORKDIR[,WORKDIR...] of mfrjax runs (repeatable)")

@@ -14,7 +14,6 @@ Method: mfrjax/prep/skin_tone.py (Otsu foreground, HSV + YCrCb skin rules, CIE L
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -71,9 +70,7 @@ def tone_groups(root: str, out: str, groups: int, quiet: bool = False) -> Summar
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--root", required=True, help="<root>/<identity>/<image> face set")
   p.add_argument("--out", required=True, help="folder for the CSV files")
   p.add_argument("--groups", type=int, default=3, help="number of tone groups K")

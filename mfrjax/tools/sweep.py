@@ -1,4 +1,4 @@
-"""Seeded sweeps: a grid (or a list) of config overrides x seeds, resumable, summarised.
+r"""Seeded sweeps: a grid (or a list) of config overrides x seeds, resumable, summarised.
 
     mfrjax-sweep --config=configs/barlow.py --out=/tmp/sweep \
         --set optimizer.name=sgd,lars --set grad_reduce=mean,powersgd --seeds=0,1,2
@@ -18,7 +18,6 @@ seeds of each setting's final metrics) is written as summary.md and summary.csv.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import csv
 import itertools
@@ -129,9 +128,7 @@ def log(msg: str) -> None:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--config", required=True, help="config file[:variant]")
   p.add_argument("--out", required=True, help="sweep directory")
   p.add_argument("--set", action="append", default=[], dest="grid",

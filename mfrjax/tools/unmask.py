@@ -1,4 +1,4 @@
-"""Mask removal: find the mask, restore the face, then recognise (MRII).
+r"""Mask removal: find the mask, restore the face, then recognise (MRII).
 
     mfrjax-unmask --seg=/tmp/seg_lfw --inpaint=/tmp/inp_lfw --root=IN --out=OUT
     mfrjax-unmask --seg=... --inpaint=... --root=IN --preview=sheet.png
@@ -21,7 +21,6 @@ mfrjax/eval/unmasking.py. Several segmenter/inpainter pairs (comma-separated --s
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -136,9 +135,7 @@ def evaluate(args) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
+  p = cli.parser(__doc__)
   p.add_argument("--seg", required=True,
                  help="workdir of a mask_seg run (--evaluate: several, comma-separated)")
   p.add_argument("--inpaint", required=True,
