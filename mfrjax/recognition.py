@@ -171,8 +171,6 @@ def setup(config: ml_collections.ConfigDict, mesh,
   """Builds data split, model, optimiser, sharded state and the jitted step of `method`
   (default: the one config.method names)."""
   method = method or methods.get(config.method)
-  if config.batch_size <= 0:
-    raise ValueError(f"config.batch_size={config.batch_size} must be positive")
   mesh_lib.check_batch_size(config.batch_size, mesh)
   if config.grad_reduce not in grad_reduce.MODES:
     raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
@@ -222,13 +220,9 @@ def setup(config: ml_collections.ConfigDict, mesh,
           [f"reduce_state{x}" for x in state_lib.param_signature(abstract.reduce_state)]}
   loss_kw = method.loss_kwargs(config, steps_per_epoch=n_steps, num_classes=num_classes,
                               mesh=mesh)
-  step_fn = jax.jit(
-      functools.partial(train.train_step, loss_fn=functools.partial(method.loss, model=model,
-                                                                    config=config, **loss_kw),
-                        tx=tx, schedule=schedule, psgd=psgd,
-                        ema_decay=config.ema.decay if config.ema.enabled else None),
-      in_shardings=(shardings, mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)),
-      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+  step_fn = train.jit_step(
+      config, functools.partial(method.loss, model=model, config=config, **loss_kw), tx,
+      schedule, shardings, mesh, psgd)
   return Experiment(method, faceset, train_ids, test_ids, train_groups, test_groups,
                     n_steps, total_steps, model, state, abstract, shardings, step_fn,
                     meta)

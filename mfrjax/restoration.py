@@ -37,8 +37,6 @@ class Setup:
   """What `train_and_evaluate` builds from the config before the first step."""
 
   def __init__(self, method: methods.ImageMethod, config, mesh):
-    if config.batch_size <= 0:
-      raise ValueError(f"config.batch_size={config.batch_size} must be positive")
     mesh_lib.check_batch_size(config.batch_size, mesh)
     self.data = restore_data.MaskedFaces(config.data, config.seed)
     self.train_rows, self.eval_groups = self.data.split()
@@ -59,12 +57,8 @@ class Setup:
     self.state, self.abstract, shardings = state_lib.create_train_state(
         jax.random.key(config.seed), self.model, tx, method.input_shape(config), mesh,
         ema=config.ema.enabled)
-    self.step_fn = jax.jit(
-        functools.partial(train.train_step, loss_fn=method.loss_fn(config, self.model), tx=tx,
-                          schedule=next(iter(schedules.values())),
-                          ema_decay=config.ema.decay if config.ema.enabled else None),
-        in_shardings=(shardings, mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)),
-        out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+    self.step_fn = train.jit_step(config, method.loss_fn(config, self.model), tx,
+                                  next(iter(schedules.values())), shardings, mesh)
     self.meta = {"model": {"method": config.method, **config.model.to_dict()},
                  "param_signature": state_lib.param_signature(self.abstract.params)}
 
@@ -122,7 +116,7 @@ class Restorer:
     """uint8 (N, H, W, C) -> predicted mask maps, uint8 (N, H, W) in {0, 1}."""
     config, variables, fn = self.seg
     (prob,) = in_batches(lambda x: fn(variables, x), [self._fit(images, config)],
-                          self.batch_size)
+                         self.batch_size)
     h, w = images.shape[1:3]
     return np.stack([(cv2.resize(p[..., 0], (w, h), interpolation=cv2.INTER_LINEAR)
                       >= self.threshold).astype(np.uint8) for p in prob])
@@ -137,8 +131,8 @@ class Restorer:
     small_masks = np.stack([cv2.resize(m.astype(np.uint8), (s, s),
                                        interpolation=cv2.INTER_NEAREST) for m in masks])
     out, region = in_batches(lambda x, m: fn(variables, x, m),
-                              [self._fit(images, config), small_masks[..., None]],
-                              self.batch_size)
+                             [self._fit(images, config), small_masks[..., None]],
+                             self.batch_size)
     h, w, c = images.shape[1:]
     result = []
     for img, o, r in zip(images, out, region):
@@ -161,7 +155,7 @@ def evaluate(method: methods.ImageMethod, config, model, state, setup: Setup
   for name, rows in setup.eval_groups.items():
     ex = restore_data.eval_examples(setup.data, rows, unseen=name == "unseen_type")
     r, group_sheet = method.evaluate(model, variables, ex, config)
-    sheet = sheet or group_sheet[:8]
+    sheet = sheet or group_sheet
     results[name] = {**r, "images": len(rows)}
   return results, sheet
 
@@ -202,7 +196,7 @@ def train_and_evaluate(method: methods.ImageMethod, config: ml_collections.Confi
                {k: len(v) for k, v in setup.eval_groups.items()})
   state, last = train.train_loop(config, state, setup.step_fn, data_it,
                                  jax.random.key(config.seed), start, setup.total_steps, manager,
-                                 setup.meta, writer, images_per_row=1)
+                                 setup.meta, writer, images_per_row=len(method.views))
   results, sheet = evaluate(method, config, setup.model, state, setup)
   results = {"final": results, "steps": setup.total_steps, "last_logged": last}
   writer.write_scalars(setup.total_steps, {f"eval/{g}/{k}": v

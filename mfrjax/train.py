@@ -10,6 +10,7 @@ conditions. `train_and_evaluate` is the entry point: the workdir lock, then the 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ from clu import periodic_actions
 from mfrjax import checkpoint, methods, optim, run_info, workdir_lock
 from mfrjax import state as state_lib
 from mfrjax.parallel import grad_reduce, powersgd
+from mfrjax.parallel import mesh as mesh_lib
 
 
 class PowerSGDContext(NamedTuple):
@@ -76,6 +78,17 @@ def train_step(state: state_lib.TrainState, batch, rng, *, loss_fn, tx, schedule
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the message names the step and the last checkpoint."""
+
+
+def jit_step(config, loss_fn, tx, schedule, shardings, mesh,
+             psgd: PowerSGDContext | None = None):
+  """`train_step` compiled for `mesh`: the state laid out by `shardings` and donated, the
+  batch split over 'data', the key and the metrics replicated; EMA per config.ema."""
+  step = functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule, psgd=psgd,
+                           ema_decay=config.ema.decay if config.ema.enabled else None)
+  return jax.jit(step, in_shardings=(shardings, mesh_lib.batch_sharded(mesh),
+                                     mesh_lib.replicated(mesh)),
+                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
 
 
 def eval_variables(config, state) -> dict:

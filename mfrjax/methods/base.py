@@ -84,8 +84,10 @@ class ImageMethod(Method):
   """
 
   views = ("masked",)
-  #: the columns of the contact sheet written after training (one image each)
+  #: the columns of the contact sheet written after training (one image each), and how
+  #: many examples (rows) of the first evaluation group it shows
   sheet_columns: tuple[str, ...] = ()
+  sheet_rows = 8
   #: the evaluation scores printed in the results table
   result_keys: tuple[str, ...] = ()
 
@@ -112,7 +114,8 @@ class ImageMethod(Method):
     raise NotImplementedError
 
   def evaluate(self, model, variables, examples: dict, config) -> tuple[dict, list]:
-    """(scores, contact-sheet rows) of one evaluation group (restore_data.eval_examples)."""
+    """(scores, the first `sheet_rows` contact-sheet rows) of one evaluation group
+    (restore_data.eval_examples)."""
     raise NotImplementedError
 
   def train_and_evaluate(self, config, workdir: str) -> dict:

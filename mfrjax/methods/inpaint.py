@@ -163,8 +163,10 @@ class Inpaint(base.ImageMethod):
                                                                 truth, r))
     out = {f"{k}_{name}": float(np.nanmean([s[k] for s in v]))
            for name, v in scores.items() for k in ("psnr", "ssim", "l1")}
+    n = self.sheet_rows
     sheet = [(a, b, s * 255, o) for a, b, s, o in
-             zip(examples["image"], examples["masked"], examples["seg"], restored)]
+             zip(examples["image"][:n], examples["masked"][:n], examples["seg"][:n],
+                 restored[:n])]
     return out, sheet
 
 

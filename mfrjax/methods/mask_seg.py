@@ -62,8 +62,9 @@ class MaskSeg(base.ImageMethod):
     scores = {"iou": float(image_quality.mask_iou(pred, target).mean()),
               "iou_pooled": float(inter.sum() / max(union.sum(), 1)),
               "pixel_accuracy": float(np.mean(pred == target))}
+    n = self.sheet_rows
     sheet = [(a, b, p * 255, s * 255) for a, b, p, s in
-             zip(examples["image"], examples["masked"], pred, examples["seg"])]
+             zip(examples["image"][:n], examples["masked"][:n], pred[:n], examples["seg"][:n])]
     return scores, sheet
 
 

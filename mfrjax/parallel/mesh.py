@@ -34,6 +34,9 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, key: str = "config.batch_size") -> None:
+  """A global batch every device gets an equal, non-empty share of; errors name `key`."""
+  if global_batch <= 0:
+    raise ValueError(f"{key}={global_batch} must be positive")
   if global_batch % mesh.size:
     raise ValueError(f"{key}={global_batch} must divide by the {mesh.size} devices of the mesh")
 
