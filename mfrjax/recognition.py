@@ -172,6 +172,8 @@ def setup(config: ml_collections.ConfigDict, mesh,
   (default: the one config.method names)."""
   method = method or methods.get(config.method)
   mesh_lib.check_batch_size(config.batch_size, mesh)
+  # The evaluation after the last step shards its batches the same way: checked now.
+  mesh_lib.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
   if config.grad_reduce not in grad_reduce.MODES:
     raise ValueError(f"unknown config.grad_reduce={config.grad_reduce!r}; valid: "
                      f"{grad_reduce.MODES}")

@@ -38,6 +38,8 @@ class Setup:
 
   def __init__(self, method: methods.ImageMethod, config, mesh):
     mesh_lib.check_batch_size(config.batch_size, mesh)
+    if config.eval.batch_size <= 0:  # read by the evaluation after the last step
+      raise ValueError(f"config.eval.batch_size={config.eval.batch_size} must be positive")
     self.data = restore_data.MaskedFaces(config.data, config.seed)
     self.train_rows, self.eval_groups = self.data.split()
     if not self.eval_groups:

@@ -316,6 +316,16 @@ def test_batch_size_must_be_positive(tmp_path, batch):
     train.train_and_evaluate(smoke_config(batch_size=batch), str(tmp_path))
 
 
+@pytest.mark.parametrize("config_name,batch,why", [
+    ("barlow", 12, "must divide by the 8 devices"), ("barlow", 0, "must be positive"),
+    ("mask_seg", 0, "must be positive")])
+def test_a_bad_evaluation_batch_size_stops_before_step_1(tmp_path, config_name, batch, why):
+  cfg = load_config(config_name, "smoke", **{"eval.batch_size": batch})
+  with pytest.raises(ValueError, match=f"config.eval.batch_size={batch} {why}"):
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
 # 6. One run per workdir ------------------------------------------------------------------
 
 def test_second_run_on_a_workdir_names_the_holder_and_a_killed_holder_frees_it(tmp_path):
