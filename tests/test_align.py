@@ -73,6 +73,24 @@ def test_align_puts_the_landmarks_on_the_template(size, shape):
     align.align(img, lm, "128x128")
 
 
+def test_fit_says_where_each_point_lands_in_the_crop():
+  """A face off the template (nose 6 px right, 3 down): the crop's points are where the
+  warped image has them, not the template's (config.data.mask_landmarks uses them)."""
+  face = masking.TEMPLATE_112.copy()
+  face[2] += (6.0, 3.0)
+  lm = landmarks.transform(similarity_matrix(-8, 1.7, 30, 25), face)
+  img = np.zeros((260, 260), np.uint8)
+  cv2.circle(img, (int(round(lm[2, 0])), int(round(lm[2, 1]))), 3, 255, -1)   # the nose
+  m, placed, residual = align.fit(lm)
+  crop = align.warp(img, m)
+  ys, xs = np.nonzero(crop > 128)
+  np.testing.assert_allclose((xs.mean(), ys.mean()), placed[2], atol=0.7)
+  assert np.abs(placed[2] - masking.TEMPLATE_112[2]).max() > 3        # not the template
+  np.testing.assert_allclose(residual, np.sqrt(((placed - masking.TEMPLATE_112) ** 2
+                                                ).sum(1).mean()), rtol=1e-5)
+  np.testing.assert_array_equal(align.align(img, lm)[0], crop)
+
+
 def test_five_point_model_places_nose_and_mouth_by_the_reference():
   m = similarity_matrix(5, 1.5, 20, 30)
   eyes_nose = landmarks.transform(m, landmarks.FIVE_POINT_REF)
@@ -152,6 +170,11 @@ def test_align_folder_from_a_landmarks_file_reports_every_skip(tmp_path, capsys)
                                atol=40)
   used = landmarks.read_csv(str(tmp_path / "al.landmarks.csv"))
   assert sorted(used) == ["id0/a.jpg", "id2/a.jpg"]
+  # The same points in each crop, keyed by the crop: on the template (an exact fit here).
+  in_crops = landmarks.read_csv(str(tmp_path / "al.crop_landmarks.csv"))
+  assert sorted(in_crops) == ["id0/a.png", "id2/a.png"]
+  for lm in in_crops.values():
+    np.testing.assert_allclose(lm, masking.TEMPLATE_112, atol=0.5)
   manifest = list(csv.DictReader(open(tmp_path / "al.manifest.csv")))
   assert manifest[0]["landmark_source"] == "csv" and float(manifest[0]["residual_px"]) < 0.5
   with pytest.raises(FileExistsError, match="nothing is overwritten"):

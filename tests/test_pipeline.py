@@ -113,6 +113,53 @@ def test_render_masks_on_unmasked_folder_data(tmp_path):
   np.testing.assert_array_equal(masked, loader(0, True, 0))
 
 
+def test_render_places_masks_by_each_files_landmarks(tmp_path):
+  """config.data.mask_landmarks: the mask drawn at load sits on the file's own points,
+  carried through the central crop and the resize (the tool's mask at those points)."""
+  import cv2
+
+  from mfrjax.data import transforms
+  from mfrjax.prep import landmarks, masking
+  table = {}
+  for p in ("a", "b"):
+    (tmp_path / p).mkdir()
+    img = np.full((120, 100), 200, np.uint8)        # not square: the crop has an offset
+    cv2.imwrite(str(tmp_path / p / "0.png"), img)
+    # A face in the lower left of the central square, tilted: far from the template.
+    table[f"{p}/0.png"] = masking.TEMPLATE_112 * 0.6 + np.array([8.0, 40.0])
+  landmarks.write_csv(str(tmp_path / "lm.csv"), table)
+  over = {"data.source": "folder", "data.root": str(tmp_path), "data.mask_source": "render",
+          "data.crop_fraction": 0.9, "data.image_size": 45}
+  cfg = smoke_config(**over, **{"data.mask_landmarks": str(tmp_path / "lm.csv")})
+  fs = pipeline.build_faceset(cfg.data, 0)
+  masked = pipeline.ViewLoader(fs, cfg.data, seed=3)(1, True, 7)
+  clean = transforms.preprocess(img[..., None], 45, 1, 0.9)
+  lm = transforms.preprocess_points(landmarks.read_csv(str(tmp_path / "lm.csv"))["b/0.png"],
+                                   120, 100, 45, 0.9)            # as stored (2 decimals)
+  np.testing.assert_allclose(lm[0], (np.array([38.2946 * 0.6 + 8, 51.6963 * 0.6 + 40])
+                                     - (5, 15)) * 0.5, atol=0.01)   # side 90: x0 5, y0 15
+  want = masking.apply_mask(clean, lm, [3, pipeline.salts.RENDER_MASK, 1, 7],
+                            tuple(cfg.data.mask_types))[0]
+  np.testing.assert_array_equal(masked, want)
+  by_template = pipeline.ViewLoader(pipeline.build_faceset(smoke_config(**over).data, 0),
+                                    smoke_config(**over).data, seed=3)(1, True, 7)
+  assert (by_template != masked).mean() > 0.1                   # another place
+
+  landmarks.write_csv(str(tmp_path / "lm.csv"), {"a/0.png": table["a/0.png"]})
+  with pytest.raises(ValueError, match=r"mask_landmarks=.*1 of 2 images .*'b/0.png'"):
+    pipeline.build_faceset(cfg.data, 0)
+  for p in ("a", "b"):                                          # masked files beside them
+    cv2.imwrite(str(tmp_path / p / "0_mask.png"), img)
+  with pytest.raises(ValueError, match="mask_source='files'"):
+    pipeline.build_faceset(smoke_config(**{**over, "data.mask_source": "files",
+                                           "data.mask_landmarks": str(tmp_path / "lm.csv")}
+                                        ).data, 0)
+  with pytest.raises(FileNotFoundError, match="config.data.mask_landmarks='/no/lm.csv'"):
+    pipeline.build_faceset(smoke_config(**{**over, "data.mask_landmarks": "/no/lm.csv"}).data, 0)
+  with pytest.raises(ValueError, match="synthetic set has none"):
+    pipeline.build_faceset(smoke_config(**{"data.mask_landmarks": "x.csv"}).data, 0)
+
+
 def test_eval_batches_pad_and_never_drop():
   cfg = smoke_config()
   fs = pipeline.build_faceset(cfg.data, 0)
@@ -301,6 +348,7 @@ class CountingFaceSet:
   def __init__(self, inner):
     self.inner, self.loads = inner, 0
     self.masked_files, self.labels = inner.masked_files, inner.labels
+    self.landmarks = inner.landmarks
 
   def load(self, *a):
     self.loads += 1

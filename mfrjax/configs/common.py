@@ -69,6 +69,9 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.mask_source = "files"
   d.mask_types = ("surgical", "n95", "cloth")  # "render": KN95 is left for evaluation
   d.mask_box = 1.0             # "render": side of the template square / crop side
+  d.mask_landmarks = ""        # "render": CSV of each file's five points (path,x1,y1,...)
+                               # to place masks by instead of the template, e.g. the
+                               # <out>.crop_landmarks.csv that mfrjax-align writes
   d.image_size = 32
   d.channels = 1
   d.crop_fraction = 1.0        # central square crop before resizing (LFW: ~0.5)

@@ -36,6 +36,7 @@ class PairSet:
   """Images plus (first, second, issame) pairs over them."""
 
   masked_files = False
+  landmarks = None
 
   def __init__(self, name: str, images: list, first, second, issame, reader):
     self.name, self._images, self._reader = name, images, reader

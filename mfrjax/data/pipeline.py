@@ -23,6 +23,7 @@ every run and a restored iterator continues exactly where it stopped.
 from __future__ import annotations
 
 import functools
+import os
 import types
 from collections.abc import Iterator, Sequence
 
@@ -34,6 +35,7 @@ from absl import flags
 
 from mfrjax import salts
 from mfrjax.data import sources, transforms
+from mfrjax.prep import landmarks as face_points
 from mfrjax.prep import masking
 
 PAIR_SAMPLERS = ("random", "couples")  # config.data.pair_sampler (barlow)
@@ -91,15 +93,24 @@ def batched_stream(ds: grain.MapDataset, data_cfg, local_batch: int) -> grain.It
 def build_faceset(data_cfg, seed: int):
   """Returns the face set named by `config.data.source`."""
   if data_cfg.source == "synthetic":
+    if data_cfg.mask_landmarks:
+      raise ValueError(f"config.data.mask_landmarks={data_cfg.mask_landmarks!r} places masks "
+                       "on the files of a folder set; the synthetic set has none")
     s = data_cfg.synthetic
     return sources.SyntheticFaceSet(s.num_identities, s.images_per_identity,
                                     data_cfg.image_size, seed=s.seed)
   if data_cfg.source == "folder":
     if not data_cfg.root:
       raise ValueError("config.data.source='folder' needs config.data.root=/path/to/faces")
-    return sources.FolderFaceSet(data_cfg.root, data_cfg.masked_root or None,
-                                 data_cfg.mask_source, data_cfg.exclude_list,
-                                 data_cfg.holdout_percent)
+    fs = sources.FolderFaceSet(data_cfg.root, data_cfg.masked_root or None,
+                               data_cfg.mask_source, data_cfg.exclude_list,
+                               data_cfg.holdout_percent)
+    if data_cfg.mask_landmarks:
+      name = f"config.data.mask_landmarks={data_cfg.mask_landmarks!r}"
+      if not os.path.isfile(data_cfg.mask_landmarks):
+        raise FileNotFoundError(f"{name} is not a file")
+      fs.place_masks_by(face_points.read_csv(data_cfg.mask_landmarks), name)
+    return fs
   raise ValueError(f"unknown config.data.source={data_cfg.source!r}; valid: 'synthetic', "
                    "'folder'")
 
@@ -220,9 +231,10 @@ class ViewLoader:
     if self.cfg.cache_mb < 0:
       raise ValueError(f"config.data.cache_mb={self.cfg.cache_mb} must be >= 0 (0: no cache)")
     self._cache, self._cached_bytes = {}, 0
+    self._shapes = {}  # index -> (H, W) of its file, for the face set's own landmarks
 
   def __getstate__(self) -> dict:
-    return {**self.__dict__, "_cache": {}, "_cached_bytes": 0}
+    return {**self.__dict__, "_cache": {}, "_cached_bytes": 0, "_shapes": {}}
 
   def _preprocessed(self, index: int, masked_file: bool, variant: int) -> np.ndarray:
     cfg, fs = self.cfg, self.faceset
@@ -230,6 +242,8 @@ class ViewLoader:
     img = self._cache.get(key)
     if img is None:
       img = fs.load(index, masked_file, variant)  # errors name the file
+      if not masked_file:
+        self._shapes[index] = img.shape[:2]
       img = transforms.preprocess(img, cfg.image_size, cfg.channels, cfg.crop_fraction)
       if self._cached_bytes + img.nbytes <= cfg.cache_mb * 2 ** 20:
         img.setflags(write=False)  # shared by every later use: nothing may write into it
@@ -241,8 +255,13 @@ class ViewLoader:
     cfg, fs = self.cfg, self.faceset
     img = self._preprocessed(index, masked and fs.masked_files, variant)
     if masked and not fs.masked_files:
-      # Same mask for the same image and variant, whatever the worker or the run.
-      lm = masking.template_landmarks(*img.shape[:2], box=cfg.mask_box)
+      # Same mask for the same image and variant, whatever the worker or the run; placed
+      # by the face's own landmarks where the face set has them, else by the template.
+      if fs.landmarks is None:
+        lm = masking.template_landmarks(*img.shape[:2], box=cfg.mask_box)
+      else:
+        lm = transforms.preprocess_points(fs.landmarks[index], *self._shapes[index],
+                                          cfg.image_size, cfg.crop_fraction)
       img = masking.apply_mask(img, lm, [self.seed, salts.RENDER_MASK, index, variant],
                                tuple(cfg.mask_types))[0]
     if cfg.upper_face.enabled:  # occlusion removal: after masking, as for a real probe

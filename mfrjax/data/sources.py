@@ -17,6 +17,8 @@ not care where pixels come from:
     labels:     int32[num_images] identity index of every image
     groups:     tuple[str, ...] | None, one group name per identity (synthetic sets)
     masked_files: bool            whether `load(i, masked=True)` gives a real masked image
+    landmarks:  float32[num_images, 5, 2] | None, each file's five points (x, y) where the
+                masks drawn at load go (FolderFaceSet.place_masks_by); None: the template
     load(i, masked, variant) -> uint8 (H, W, C);  describe(i) -> str for error messages
     file_key(i, masked, variant) -> what load reads (a path), for caches
 """
@@ -69,6 +71,7 @@ class SyntheticFaceSet:
   """The embedded default: `num_identities` x `images_per_identity` drawn faces."""
 
   masked_files = True
+  landmarks = None
 
   def __init__(self, num_identities: int, images_per_identity: int, image_size: int,
                seed: int):
@@ -183,6 +186,8 @@ class FolderFaceSet:
     self.identities, self.paths, self.masked_paths = tuple(identities), paths, masked
     self.labels = np.asarray(labels, np.int32)
     self.groups = None
+    self.root = root
+    self.landmarks = None  # (N, 5, 2) in each file's pixels, after place_masks_by
     if self.masked_files:
       missing = [p for p, m in zip(paths, masked) if not m]
       if missing:
@@ -191,6 +196,26 @@ class FolderFaceSet:
             f"(e.g. {missing[0]!r}); expected '<image>{MASK_TAG}*.<ext>' beside it"
             + (f" or '<image>*.<ext>' under {masked_root!r}" if masked_root else "")
             + ". Make them with mfrjax-mask, or set config.data.mask_source='render'.")
+
+  def place_masks_by(self, table: dict[str, np.ndarray], name: str) -> None:
+    """Masks drawn at load sit on each image's own five landmarks instead of the template.
+
+    The template puts every mask at the same place of an aligned crop; a mask placed by
+    a detector on a real photo (the peer benchmark's probes) moves with the face's shape
+    and pose. `table`: path relative to the root -> (5, 2) x, y in the file's pixels
+    (`mfrjax-align` writes `<out>.crop_landmarks.csv` for its crops; its
+    `<out>.landmarks.csv` is this for the photos it read). `name` is the config key and
+    file for errors. Every image needs a row.
+    """
+    if self.masked_files:
+      raise ValueError(f"{name} places the masks drawn at load; with config.data.mask_source="
+                       "'files' the masks are in the files already: set it to 'render'")
+    rels = [os.path.relpath(p, self.root) for p in self.paths]
+    missing = [r for r in rels if r not in table]
+    if missing:
+      raise ValueError(f"{name}: {len(missing)} of {len(rels)} images under {self.root!r} "
+                       f"have no landmarks (e.g. {missing[0]!r})")
+    self.landmarks = np.stack([np.asarray(table[r], np.float32).reshape(5, 2) for r in rels])
 
   @staticmethod
   def _masked_variants(folder: pathlib.Path, names: list[str],

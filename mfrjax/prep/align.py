@@ -17,6 +17,8 @@ skipped.
     <out>/<identity>/<image>.png       aligned crop (png: no second JPEG loss)
     <out>.landmarks.csv                the five source points used (path,x1,y1,...,x5,y5),
                                        reusable as mfrjax-mask --landmarks=<csv>
+    <out>.crop_landmarks.csv           the same points in each crop (output path), where
+                                       config.data.mask_landmarks places training masks
     <out>.manifest.csv                 source, output, landmark source, fit residual
 """
 
@@ -48,32 +50,45 @@ def template(size: str) -> tuple[np.ndarray, tuple[int, int]]:
   return TEMPLATES[size]
 
 
+def fit(lm: np.ndarray, size: str = "112x112") -> tuple[np.ndarray, np.ndarray, float]:
+  """(2x3 similarity onto the template, the five points in the crop, RMS fit residual in
+  template pixels)."""
+  pts, _ = template(size)
+  m = face_points.similarity(lm, pts)
+  placed = face_points.transform(m, lm)
+  return m, placed, float(np.sqrt(((placed - pts) ** 2).sum(1).mean()))
+
+
+def warp(img: np.ndarray, m: np.ndarray, size: str = "112x112") -> np.ndarray:
+  """The crop of `img` (its channels) under the similarity `m`."""
+  _, (w, h) = template(size)
+  out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+  return out.reshape(h, w, *img.shape[2:])
+
+
 def align(img: np.ndarray, lm: np.ndarray, size: str = "112x112"
           ) -> tuple[np.ndarray, float]:
   """(aligned crop with img's channels, RMS fit residual in template pixels)."""
-  pts, (w, h) = template(size)
-  m = face_points.similarity(lm, pts)
-  residual = float(np.sqrt(((face_points.transform(m, lm) - pts) ** 2).sum(1).mean()))
-  out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-  return out.reshape(h, w, *img.shape[2:]), residual
+  m, _, residual = fit(lm, size)
+  return warp(img, m, size), residual
 
 
 def align_one(rel: str, *, root: str, out: str, source: face_points.Source, size: str,
               max_residual: float):
-  """('ok', manifest row, landmarks) or ('skip', rel, reason)."""
+  """('ok', manifest row, landmarks, landmarks in the crop) or ('skip', rel, reason)."""
   img, lm, why = source.read(root, rel)
   if lm is None:
     return ("skip", rel, why)
-  crop, residual = align(img, lm, size)
+  m, placed, residual = fit(lm, size)
   if residual > max_residual:
     return ("skip", rel, f"bad landmarks: fit residual over {max_residual:g} px")
   name = output_name(rel)
   dst = os.path.join(out, name)
   os.makedirs(os.path.dirname(dst), exist_ok=True)
-  if not cv2.imwrite(dst, crop):
+  if not cv2.imwrite(dst, warp(img, m, size)):
     return ("skip", rel, f"cannot write {dst}")
-  return ("ok", [rel, name, source.name, f"{residual:.2f}"], lm)
+  return ("ok", [rel, name, source.name, f"{residual:.2f}"], lm, placed)
 
 
 def output_name(rel: str) -> str:
@@ -88,22 +103,24 @@ def align_folder(root: str, out: str, *, landmarks: str = "detector", size: str 
   """Aligns every image under `root` into the new folder `out` (module docstring)."""
   template(size)
   source = face_points.Source(landmarks, box=box, model=landmark_model, upsample=upsample)
-  require_new(out, out + ".landmarks.csv", out + ".manifest.csv")
+  require_new(out, out + ".landmarks.csv", out + ".crop_landmarks.csv", out + ".manifest.csv")
   files = sources.list_images(root)[:limit or None]
   summary, t0 = Summary(), time.perf_counter()
   todo = one_per_output(files, output_name, summary)
   os.makedirs(out)
   fn = functools.partial(align_one, root=root, out=out, source=source, size=size,
                          max_residual=max_residual)
-  rows, table = [], {}
+  rows, table, in_crops = [], {}, {}
   for r in map_progress(fn, todo, workers=workers, desc="aligning", quiet=quiet):
     if r[0] == "ok":
       rows.append(r[1])
       table[r[1][0]] = r[2]
+      in_crops[r[1][1]] = r[3]
       summary.written += 1
     else:
       summary.skip(r[1], r[2])
   face_points.write_csv(out + ".landmarks.csv", table)
+  face_points.write_csv(out + ".crop_landmarks.csv", in_crops)
   with open(out + ".manifest.csv", "w", newline="", encoding="utf-8") as f:
     w = csv.writer(f)
     w.writerow(["source", "output", "landmark_source", "residual_px"])
