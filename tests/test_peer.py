@@ -168,7 +168,8 @@ def test_arcface_lfw_is_the_aligned_recipe_and_lfw_centre_the_old_one():
   aligned, centre = load_config("margin", "lfw"), load_config("margin", "lfw_centre")
   assert (aligned.data.alignment, aligned.data.image_size, aligned.data.mask_source,
           aligned.data.max_images_per_identity, aligned.num_epochs,
-          aligned.optimizer.cycle_epochs) == ("112x112", 64, "files", 0, 64, 32)
+          aligned.optimizer.cycle_epochs, aligned.data.masked_share
+          ) == ("112x112", 64, "render", 0, 96, 48, 0.25)
   assert (centre.data.alignment, centre.data.image_size, centre.data.mask_source,
           centre.num_epochs) == ("none", 48, "render", 16)
   assert aligned.data.holdout_percent == centre.data.holdout_percent == 15
