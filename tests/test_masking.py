@@ -129,3 +129,40 @@ def test_preview_writes_a_contact_sheet(tmp_path):
   assert tool.main([f"--root={tmp_path / 'faces'}", "--preview=4", f"--preview_out={out}"]) == 0
   sheet = cv2.imread(str(out))
   assert sheet.shape == (4 * 112, 3 * 112, 3)
+
+
+def _outline_by_points(lm, mask_type, rng):
+  """The rounded outline point by point, as masking.outline drew it before its unit
+  shape was computed once per family: the masks must keep their pixels."""
+  eye_l, eye_r, nose, mouth_l, mouth_r = lm
+  eyes, mouth = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+  iod = float(np.linalg.norm(eye_r - eye_l))
+  up = (eyes - mouth) / max(float(np.linalg.norm(eyes - mouth)), 1e-6)
+  right = np.array([-up[1], up[0]])
+  if right @ (eye_r - eye_l) < 0:
+    right = -right
+  top = nose + (eyes - nose) * rng.uniform(0.45, 0.6)
+  chin = mouth - up * (float(np.linalg.norm(mouth - nose)) * rng.uniform(1.6, 1.9) + 0.2 * iod)
+  half_w = iod * rng.uniform(1.15, 1.3)
+  centre, half_h = (top + chin) / 2, float(np.linalg.norm(chin - top)) / 2
+  roundness = {"surgical": 0.25, "n95": 0.9, "cloth": 0.7}[mask_type]
+  pts = []
+  for a in np.linspace(0, np.pi, 25):
+    x, y = np.cos(a), np.sin(a)
+    x = np.sign(x) * abs(x) ** (1 - 0.5 * (1 - roundness))
+    pts.append(centre + right * half_w * x - up * half_h * y)
+  for t in np.linspace(-1, 1, 15):
+    lift = (1 - abs(t)) ** 1.5 * 0.25 * iod
+    pts.append(centre - right * half_w * (-t) * 0.98 + up * (half_h * 0.9 + lift))
+  return np.array(pts, np.float32)
+
+
+@pytest.mark.parametrize("mask_type", ["surgical", "n95", "cloth"])
+def test_rounded_outline_is_the_point_by_point_shape_exactly(mask_type):
+  base = masking.template_landmarks(112, 112)
+  for k in range(20):
+    lm = base + np.random.default_rng(k).normal(0, 3, (5, 2)).astype(np.float32)
+    got = masking.outline(lm, mask_type, np.random.default_rng([k, 1]))
+    want = _outline_by_points(lm, mask_type, np.random.default_rng([k, 1]))
+    assert got.dtype == np.float32 and got.shape == (40, 2)
+    np.testing.assert_array_equal(got, want)
