@@ -132,6 +132,34 @@ def test_dlib_is_strong_unmasked_and_hurt_by_masks(lfw_protocol):
   assert r["masked_detector"]["rank1"] < r["unmasked"]["rank1"]
 
 
+def test_mirror_box_is_the_same_pixels_mirrored():
+  img = np.zeros((5, 8), np.uint8)
+  img[1:4, 1:3] = 1                                   # columns 1..2, rows 1..3
+  x0, y0, x1, y1 = peer.mirror_box((1, 1, 2, 3), img.shape[1])
+  assert (x0, y0, x1, y1) == (5, 1, 6, 3)
+  assert peer.mirror(img)[y0:y1 + 1, x0:x1 + 1].all() and peer.mirror(img).sum() == 6
+  assert peer.mirror_box((x0, y0, x1, y1), 8) == (1, 1, 2, 3)
+
+
+@needs_dlib
+def test_dlib_flip_is_its_descriptor_plus_the_mirrored_ones(lfw_protocol):
+  """Flip TTA for dlib as for mfrjax runs: the mirrored photo's descriptor is added, so a
+  mirrored photo (box mirrored too) gets the very same flipped descriptor."""
+  p, faces, _ = lfw_protocol
+  net = peer.DlibRecogniser()
+  i = 0
+  img, box = faces.photos[i], faces.boxes[i]
+  plain = net.embed([img], box[None], [img])
+  mirrored = net.embed([peer.mirror(img)], np.asarray([peer.mirror_box(box, img.shape[1])]),
+                       [peer.mirror(img)])
+  both = net.embed([img], box[None], [img], flip=True)
+  np.testing.assert_allclose(both, plain + mirrored, rtol=1e-6)
+  np.testing.assert_allclose(
+      net.embed([peer.mirror(img)], np.asarray([peer.mirror_box(box, img.shape[1])]),
+                [peer.mirror(img)], flip=True), both, rtol=1e-6)
+  assert np.abs(plain - mirrored).max() > 1e-3      # the mirror is another view
+
+
 def _run_json(tmp_path, holdout):
   cfg = load_config("margin", "lfw", **{"data.holdout_percent": holdout})
   (tmp_path / "w").mkdir()

@@ -190,7 +190,8 @@ def evaluate(embeddings: dict[str, np.ndarray], protocol: Protocol) -> dict:
 class DlibRecogniser:
   """dlib's ResNet (`face_recognition_model_v1`, 128-D, from face-recognition-models)
   as the `face_recognition` library runs it: 5-point shape predictor in the face box,
-  150x150 chip, no jitter. The shape is fitted on the unmasked photo (module docstring)."""
+  150x150 chip, no jitter (optionally the flip test-time augmentation). The shape is
+  fitted on the unmasked photo (module docstring)."""
 
   name = "dlib face_recognition_model_v1"
 
@@ -212,19 +213,40 @@ class DlibRecogniser:
       return np.ascontiguousarray(np.repeat(img, 3, axis=2))
     return np.ascontiguousarray(img[..., ::-1])
 
-  def embed(self, images: list[np.ndarray], boxes: np.ndarray, fit_on: list[np.ndarray]
-            ) -> np.ndarray:
+  def _descriptor(self, img: np.ndarray, box, ref: np.ndarray) -> np.ndarray:
+    shape = self._shape(self._rgb(ref), self._dlib.rectangle(*map(int, box)))
+    return np.asarray(self._net.compute_face_descriptor(self._rgb(img), shape, 0))
+
+  def embed(self, images: list[np.ndarray], boxes: np.ndarray, fit_on: list[np.ndarray],
+            flip: bool = False) -> np.ndarray:
     """128-D descriptors of `images`; the shape is fitted in `boxes` on `fit_on` (the
-    unmasked photos of the same faces)."""
+    unmasked photos of the same faces). `flip`: the same test-time augmentation as an
+    mfrjax run's (embedder.forward): the descriptor of the mirrored photo, its shape
+    fitted in the mirrored box, is added before the cosine (which normalises)."""
     out = []
     for img, box, ref in zip(images, boxes, fit_on):
-      shape = self._shape(self._rgb(ref), self._dlib.rectangle(*map(int, box)))
-      out.append(np.asarray(self._net.compute_face_descriptor(self._rgb(img), shape, 0)))
+      d = self._descriptor(img, box, ref)
+      if flip:
+        d = d + self._descriptor(mirror(img), mirror_box(box, img.shape[1]), mirror(ref))
+      out.append(d)
     return np.asarray(out, np.float32)
 
 
-def run_dlib(faces: Faces, views: dict, protocol: Protocol, progress=None) -> dict:
-  """dlib's embeddings of every view, and the seconds it took."""
+def mirror(img: np.ndarray) -> np.ndarray:
+  """The photo mirrored left-right."""
+  return np.ascontiguousarray(img[:, ::-1])
+
+
+def mirror_box(box, width: int) -> tuple[int, int, int, int]:
+  """A dlib box (left, top, right, bottom; inclusive pixels) in the mirrored photo."""
+  x0, y0, x1, y1 = map(int, box)
+  return width - 1 - x1, y0, width - 1 - x0, y1
+
+
+def run_dlib(faces: Faces, views: dict, protocol: Protocol, progress=None,
+             flip: bool = False) -> dict:
+  """dlib's embeddings of every view, and the seconds it took; `flip` as in
+  DlibRecogniser.embed."""
   t = time.perf_counter()
   peer = DlibRecogniser()
   probes = np.flatnonzero(~protocol.is_gallery)
@@ -232,7 +254,7 @@ def run_dlib(faces: Faces, views: dict, protocol: Protocol, progress=None) -> di
   for view, (images, _) in views.items():
     idx = np.arange(len(faces.photos)) if view == "unmasked" else probes
     out[view] = peer.embed(progress(images) if progress else images, faces.boxes[idx],
-                           [faces.photos[i] for i in idx])
+                           [faces.photos[i] for i in idx], flip=flip)
   return {"embeddings": out, "seconds": time.perf_counter() - t}
 
 

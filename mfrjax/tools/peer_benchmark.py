@@ -88,12 +88,14 @@ def locate(protocol, args):
 
 
 def dlib_row(faces, views, protocol, args) -> dict:
-  path = os.path.join(args.cache, f"dlib_{_cache_key(args)}.npz") if args.cache else ""
+  name = f"dlib_{_cache_key(args)}" + ("_flip" if args.flip else "")
+  path = os.path.join(args.cache, name + ".npz") if args.cache else ""
   if path and os.path.exists(path):
     with np.load(path) as f:
       got = {"embeddings": {v: f[v] for v in peer.VIEWS}, "seconds": float(f["seconds"])}
   else:
-    got = peer.run_dlib(faces, views, protocol, progress=_bar("dlib", args.quiet))
+    got = peer.run_dlib(faces, views, protocol, progress=_bar("dlib", args.quiet),
+                        flip=args.flip)
     if path:
       np.savez(path, seconds=got["seconds"], **got["embeddings"])
   return {**peer.evaluate(got["embeddings"], protocol), "seconds": got["seconds"]}
@@ -113,7 +115,8 @@ def main(argv=None) -> int:
   p.add_argument("--mask_types", default="kn95",
                  help=f"probe mask types, of {','.join(masking.MASK_TYPES)}")
   p.add_argument("--mask_seed", type=int, default=1000)
-  p.add_argument("--flip", action="store_true", help="mfrjax runs: flip test-time augmentation")
+  p.add_argument("--flip", action="store_true",
+                 help="flip test-time augmentation, for the mfrjax runs and dlib alike")
   p.add_argument("--upsample", type=int, default=1, help="detector upsamplings")
   p.add_argument("--limit_identities", type=int, default=0, help="first N people (checks)")
   p.add_argument("--cache", default="", help="folder to keep faces and dlib embeddings")
@@ -154,7 +157,8 @@ def main(argv=None) -> int:
   settings = {k: getattr(args, k) for k in ("root", "holdout_percent", "max_per_identity",
                                             "seed", "mask_types", "mask_seed", "flip")}
   title = (f"{len(protocol.identities)} held-out people, {n_probe} probes; probe masks "
-           f"{','.join(types)} (seed {args.mask_seed}); mean ± std over seeds where given")
+           f"{','.join(types)} (seed {args.mask_seed}); mean ± std over seeds where given"
+           + ("; flip test-time augmentation for every model" if args.flip else ""))
   table = peer.format_table(rows, title)
   print(table)
   os.makedirs(args.out, exist_ok=True)
