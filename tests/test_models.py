@@ -110,6 +110,14 @@ def test_focus_stem_quarters_resolution_and_keeps_the_7x7_head():
                                                           jnp.zeros((1, 16, 16, 1)))
 
 
+def test_small_is_the_tiny_widths_at_iresnet18_depth():
+  tiny, small = n_params("iresnet_tiny", 32), n_params("iresnet_small", 32)
+  # One more IResNet block per stage: BN, 3x3 conv (w -> w), BN, PReLU, 3x3 conv, BN,
+  # with BN scale and bias (the running statistics are not parameters).
+  extra = sum(2 * w + 9 * w * w + 2 * w + w + 9 * w * w + 2 * w for w in (16, 32, 64, 128))
+  assert small - tiny == extra
+
+
 def test_se_adds_two_dense_layers_per_block():
   base, se = n_params("iresnet_tiny", 32), n_params("iresnet_tiny", 32, se=True)
   # Per block of width w: Dense(w -> max(1, w // 16)) and back, with biases.

@@ -27,7 +27,7 @@ Variants (`--config=configs/margin.py:<variant>`):
   paper_cosface   the same with CosFace (s 64, m 0.35).
   paper_baseline  plain ArcFace IResNet-100 (standard stem, no SE/DropBlock/EMA) - the
                   reference the paper's changes are measured against.
-Other backbones: --config.model.backbone=iresnet34|iresnet50|iresnet124.
+Other backbones: --config.model.backbone=iresnet_small|iresnet34|iresnet50|iresnet124.
 """
 
 import ml_collections
