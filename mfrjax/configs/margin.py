@@ -13,7 +13,9 @@ Variants (`--config=configs/margin.py:<variant>`):
                   of the images (KN95 is kept for the test), 15% of people never trained
                   on, every image of the others (no per-person cap), tiny IResNet at
                   64x64 grey, 96 epochs (two cosine cycles of 48); about 19 min on a
-                  2-core CPU. Align the photos first:
+                  2-core CPU. Embedded with the flip (mfrjax-embed --flip,
+                  mfrjax-peer --flip) it passes dlib's masked rank-1. Align the photos
+                  first:
                     mfrjax-align --root=../shared/data/lfw --out=/tmp/lfw112
   lfw_centre      the earlier recipe, no preparation: ../shared/data/lfw centre crops at
                   48x48 grey with the tool's masks rendered at load (the data block of the
