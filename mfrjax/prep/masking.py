@@ -127,8 +127,8 @@ def _texture(h: int, w: int, info: MaskInfo, lm: np.ndarray, rng) -> np.ndarray:
 
   A pattern that varies along one axis (pleats: rows; the seam: columns), or whose terms
   do (the dots' and checks' x and y parts), is computed on that axis only and broadcast:
-  every pixel gets the very same float32 operations as on the full grid (a test keeps the
-  full-grid reference), at a fraction of the cost, since masks are drawn per image at load.
+  every pixel gets the very same float32 operations as on the full grid (a test runs both),
+  at a fraction of the cost, since masks are drawn per image at load.
   """
   base = np.empty((h, w, 3), np.float32)
   base[:] = info.colour
