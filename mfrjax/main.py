@@ -75,7 +75,12 @@ def run():
   from mfrjax import cli, configs
   try:
     argv = configs.resolve_argv(sys.argv)
-  except ValueError as e:  # an unknown recipe name: one line, before any flag parsing
+    # An unknown recipe, file, variant or key: one line, before absl parses the flags
+    # (absl would print the config module's traceback).
+    configs.check_argv(argv)
+  except (ValueError, OSError) as e:
+    if "--debug" in sys.argv:
+      raise
     cli.report(e)
     sys.exit(2)
   app.run(main, argv=argv)

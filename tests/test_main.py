@@ -15,13 +15,30 @@ def run(*args):
 
 def test_unknown_variant_lists_valid_ones():
   r = run("--config=configs/barlow.py:papr", "--workdir=/tmp/unused")
-  assert r.returncode != 0 and "unknown variant 'papr'" in r.stderr and "paper" in r.stderr
+  assert r.returncode == 2 and "unknown variant 'papr'" in r.stderr and "paper" in r.stderr
+  assert "Traceback" not in r.stderr  # one line, not the config module's traceback
 
 
 def test_typo_in_override_fails_loudly():
   r = run("--config=configs/barlow.py:smoke", "--workdir=/tmp/unused",
           "--config.optimiser.name=sgd")
-  assert r.returncode != 0 and "optimiser" in r.stderr
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert "--config.optimiser.name" in r.stderr and "did you mean 'optimizer'" in r.stderr
+
+
+def test_override_keys_are_checked_at_every_depth():
+  from mfrjax import configs
+  path = str(ROOT / "configs" / "margin.py") + ":smoke"
+  configs.check_argv(["x", f"--config={path}", "--config.data.augment.flip=False",
+                      "--noconfig.ema.enabled", "--workdir=/tmp/unused"])  # all exist
+  with pytest.raises(ValueError, match="no config key 'flp' in 'data.augment'; did you "
+                                       "mean 'flip'"):
+    configs.check_argv(["x", "--config", path, "--config.data.augment.flp=False"])
+  with pytest.raises(ValueError, match="'seed' is a value, not a block"):
+    configs.check_argv(["x", f"--config={path}", "--config.seed.x=1"])
+  with pytest.raises(ValueError, match="unknown variant 'nosuch'"):
+    configs.check_argv(["x", f"--config={path[:-6]}:nosuch"])
+  configs.check_argv(["x", "--config.seed=1"])  # no --config: absl reports it
 
 
 def test_missing_config_file_and_unknown_recipe_name():

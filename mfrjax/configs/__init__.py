@@ -9,6 +9,7 @@ lists its own). common.py holds the blocks every recipe shares.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import pkgutil
@@ -48,6 +49,47 @@ def resolve_argv(argv: list[str]) -> list[str]:
     elif a == "--config" and i + 1 < len(out):
       out[i + 1] = resolve(out[i + 1])
   return out
+
+
+def check_argv(argv: list[str]) -> None:
+  """Loads the `--config` of a (resolved) command line and checks that each
+  `--config.<key>` override names a key of it, before absl parses the flags: absl
+  reports an unknown variant or a mistyped key with the config module's traceback, and
+  this says it in one line (the values are left to ml_collections, which types them).
+
+  Raises:
+    FileNotFoundError: no such config file.
+    ValueError: an unknown variant (the valid ones are listed) or key (with the nearest).
+  """
+  spec = None
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      spec = a[len("--config="):]
+    elif a == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+  if spec is None:
+    return  # absl reports the missing flag
+  cfg = load(spec)
+  for a in argv:
+    for prefix in ("--config.", "--noconfig."):
+      if a.startswith(prefix):
+        key = a[len(prefix):].partition("=")[0]
+        _check_key(cfg, key, f"{prefix}{key} (--config={spec})")
+
+
+def _check_key(cfg: ml_collections.ConfigDict, key: str, where: str) -> None:
+  node = cfg
+  for depth, part in enumerate(key.split(".")):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      parent = ".".join(key.split(".")[:depth])
+      keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      near = difflib.get_close_matches(part, keys, n=1)
+      hint = f"; did you mean {near[0]!r}?" if near else (
+          f"; {parent or 'the config'} has {sorted(keys)}" if keys else
+          f"; {parent!r} is a value, not a block")
+      raise ValueError(f"{where}: no config key {part!r}"
+                       + (f" in {parent!r}" if parent else "") + hint)
+    node = node[part]
 
 
 def load(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
