@@ -1,5 +1,9 @@
 """Pair sampling and the grain pipelines: shapes, seeds, resumable state, eval padding."""
 
+import os
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -340,6 +344,39 @@ def test_worker_processes_stream_the_same_batches_and_resume():
   it2 = iter(pipeline.labelled_dataset(fs, groups, cfg, **kw))
   it2.set_state(state)
   _assert_same_batches(procs[3:], [next(it2), next(it2)])
+
+
+def _niceness() -> int:
+  return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_reader_threads_yield_to_the_trainer(monkeypatch):
+  """config.data.reader_nice lowers the priority of the reader threads, once each and
+  never of the training thread, and changes nothing in the stream."""
+  cfg, fs, groups = labelled_setup(0.25)
+  kw = dict(global_batch=8, num_epochs=2, seed=0)
+  main_before = _niceness()
+  cfg.reader_nice = 0
+  _, plain = _take(pipeline.labelled_dataset(fs, groups, cfg, **kw), 6)
+  seen, real = [], pipeline.lower_thread_priority
+  def recording(nice):
+    changed = real(nice)
+    seen.append((threading.get_native_id(), changed, _niceness()))
+    return changed
+  monkeypatch.setattr(pipeline, "lower_thread_priority", recording)
+  cfg.reader_nice = 5
+  _, niced = _take(pipeline.labelled_dataset(fs, groups, cfg, **kw), 6)
+  _assert_same_batches(plain, niced)
+  assert len(seen) >= 6 and _niceness() == main_before
+  readers = {tid for tid, _, _ in seen}
+  assert threading.get_native_id() not in readers
+  assert all(nice == min(19, main_before + 5) for _, _, nice in seen)
+  assert sum(changed for _, changed, _ in seen) == len(readers)  # once per thread
+  for bad in (-1, 20):
+    cfg.reader_nice = bad
+    with pytest.raises(ValueError, match=f"config.data.reader_nice={bad}"):
+      pipeline.labelled_dataset(fs, groups, cfg, **kw)
 
 
 class CountingFaceSet:

@@ -93,6 +93,11 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.num_workers = 2            # reader threads (per worker process, if any)
   d.worker_processes = 0       # grain worker processes; 0 = read in the training process
   d.prefetch = 4
+  # Niceness added to the reader threads (Linux; 0-19, 0: off). When the step runs on
+  # the host's cores (CPU training) or every core is busy, a reader then yields its core
+  # to the step instead of stalling it; idle cores still read at full speed. 0 on a
+  # machine shared with other jobs (README: Throughput and bf16).
+  d.reader_nice = 19
   # Decoded + resized images kept in memory per reader process (0: off). Small sets fit
   # and skip the decode after the first epoch; large ones (paper) are decoded each time.
   d.cache_mb = 512
