@@ -39,15 +39,22 @@ def resolve(spec: str) -> str:
   return os.path.join(HERE, f"{path}.py") + sep + variant
 
 
+def _config_args(argv: list[str]):
+  """(index, prefix, spec) of each `--config=SPEC` (prefix '--config=') or `--config SPEC`
+  (prefix '', the index of SPEC) in argv."""
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      yield i, "--config=", a[len("--config="):]
+    elif a == "--config" and i + 1 < len(argv):
+      yield i + 1, "", argv[i + 1]
+
+
 def resolve_argv(argv: list[str]) -> list[str]:
   """argv with a `--config=name[:variant]` (or `--config name`) turned into its path, so
   ml_collections' config flag loads recipes by name too."""
   out = list(argv)
-  for i, a in enumerate(out):
-    if a.startswith("--config="):
-      out[i] = "--config=" + resolve(a[len("--config="):])
-    elif a == "--config" and i + 1 < len(out):
-      out[i + 1] = resolve(out[i + 1])
+  for i, prefix, spec in _config_args(argv):
+    out[i] = prefix + resolve(spec)
   return out
 
 
@@ -61,14 +68,10 @@ def check_argv(argv: list[str]) -> None:
     FileNotFoundError: no such config file.
     ValueError: an unknown variant (the valid ones are listed) or key (with the nearest).
   """
-  spec = None
-  for i, a in enumerate(argv):
-    if a.startswith("--config="):
-      spec = a[len("--config="):]
-    elif a == "--config" and i + 1 < len(argv):
-      spec = argv[i + 1]
-  if spec is None:
+  specs = [spec for _, _, spec in _config_args(argv)]
+  if not specs:
     return  # absl reports the missing flag
+  spec = specs[-1]  # absl's flag takes the last
   cfg = load(spec)
   for a in argv:
     for prefix in ("--config.", "--noconfig."):
@@ -78,10 +81,10 @@ def check_argv(argv: list[str]) -> None:
 
 
 def _check_key(cfg: ml_collections.ConfigDict, key: str, where: str) -> None:
-  node = cfg
-  for depth, part in enumerate(key.split(".")):
+  node, parts = cfg, key.split(".")
+  for depth, part in enumerate(parts):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      parent = ".".join(key.split(".")[:depth])
+      parent = ".".join(parts[:depth])
       keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
       near = difflib.get_close_matches(part, keys, n=1)
       hint = f"; did you mean {near[0]!r}?" if near else (
