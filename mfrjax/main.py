@@ -40,6 +40,23 @@ class _QuietLibraries:
     return True
 
 
+class _UnraisableOnce:
+  """`sys.unraisablehook` without `--debug`: one warning line per distinct error instead of
+  a traceback each. When a checkpoint write fails, orbax's asyncio loop closes while
+  tensorstore's threads still complete the other writes; each completion's callback raises
+  'Event loop is closed' where nothing can catch it, and Python's default hook prints a
+  traceback for every one (dozens on a full disk) before main's one-line error."""
+
+  def __init__(self):
+    self.seen = set()
+
+  def __call__(self, unraisable):
+    what = f"{unraisable.exc_type.__name__}: {unraisable.exc_value}"
+    if what not in self.seen:
+      self.seen.add(what)
+      logging.warning("ignored in a library callback: %s", what)
+
+
 def main(argv):
   del argv
   from mfrjax import cli
@@ -60,6 +77,7 @@ def main(argv):
 def _main():
   if not FLAGS.debug:
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    sys.unraisablehook = _UnraisableOnce()
   import jax  # after flag parsing, so --help stays fast
 
   if FLAGS.coordinator_address:

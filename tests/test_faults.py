@@ -425,6 +425,29 @@ def test_library_tracebacks_are_left_out_of_the_log():
   assert quiet.filter(own) and own.exc_info is not None
 
 
+def test_errors_no_code_can_catch_are_one_warning_each(monkeypatch, caplog, capfd):
+  """The failure a fresh install with orbax 0.12 showed: on a full disk, each tensorstore
+  write that completes after orbax's event loop closed raises in its callback, and Python's
+  default `sys.unraisablehook` printed a traceback for every one."""
+  from mfrjax import main as main_lib
+
+  class Callback:
+    def __init__(self, message):
+      self.message = message
+
+    def __del__(self):  # an error raised here reaches sys.unraisablehook, like a C callback's
+      raise RuntimeError(self.message)
+
+  monkeypatch.setattr(sys, "unraisablehook", main_lib._UnraisableOnce())
+  with caplog.at_level("WARNING"):
+    for message in ("Event loop is closed",) * 5 + ("another",):
+      Callback(message)  # dropped at once: __del__ raises
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines == ["ignored in a library callback: RuntimeError: Event loop is closed",
+                   "ignored in a library callback: RuntimeError: another"]
+  assert "Traceback" not in capfd.readouterr().err
+
+
 def test_full_disk_is_one_error_line_naming_the_path(tmp_path):
   """A real full disk: a 1 MB tmpfs (needs root; skipped where mounting is not allowed)."""
   small = tmp_path / "small"
