@@ -95,12 +95,13 @@ def test_brightness_contrast_probability():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_brightness_contrast_table_gives_the_bytes_of_the_direct_formula(channels):
+@pytest.mark.parametrize("sides", [(4, 40), (100, 160)])  # 160x160x3 > 65,793: NumPy's mean
+def test_brightness_contrast_table_gives_the_bytes_of_the_direct_formula(channels, sides):
   """augment applies brightness/contrast as a 256-entry look-up table; it must give
   exactly what the per-pixel float32 formula gives (the streams before the table)."""
   rng = np.random.default_rng(5)
-  for trial in range(50):
-    img = rng.integers(0, 256, (int(rng.integers(4, 40)), int(rng.integers(4, 40)), channels),
+  for trial in range(50 if sides[1] < 100 else 8):
+    img = rng.integers(0, 256, (int(rng.integers(*sides)), int(rng.integers(*sides)), channels),
                        dtype=np.uint8)
     draws = np.random.default_rng(trial)
     x = img.astype(np.float32)
@@ -110,6 +111,51 @@ def test_brightness_contrast_table_gives_the_bytes_of_the_direct_formula(channel
     expected = np.clip(x, 0, 255).astype(np.uint8)
     got = transforms.augment(img, np.random.default_rng(trial), False, 0.0, 0.2, 0.3)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_float32_mean_is_numpys_to_the_bit():
+  """The brightness/contrast centre, from OpenCV's exact sum: equal to NumPy's float32
+  mean on every image, dark, bright, odd-sized, up to and past the exact-sum limit."""
+  rng = np.random.default_rng(0)
+  sizes = [(1, 1, 1), (112, 112, 3), (148, 148, 3), (149, 149, 3), (256, 256, 1)]
+  sizes += [(int(rng.integers(1, 150)), int(rng.integers(1, 150)), int(rng.choice([1, 3])))
+            for _ in range(400)]
+  for i, shape in enumerate(sizes):
+    img = rng.integers(0, int(rng.integers(1, 257)), shape, dtype=np.uint8)
+    if i % 3 == 0:
+      img[:] = 255
+    got = transforms.float32_mean(img)
+    assert got.dtype == np.float32 and got == img.astype(np.float32).mean(), shape
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_flip_and_rgb_shift_give_the_bytes_of_the_numpy_formulas(channels):
+  """OpenCV's flip and look-up tables stand in for NumPy's reversed view and int16 clip
+  (the streams written before them): the same draws give the same bytes."""
+  for seed in range(20):
+    img = face(channels, size=112, seed=seed)
+    flipped = transforms.augment(img, np.random.default_rng(seed), True, 0.0, 0.0, 0.0)
+    expected = img[:, ::-1] if np.random.default_rng(seed).random() < 0.5 else img
+    assert flipped.flags.c_contiguous
+    np.testing.assert_array_equal(flipped, expected)
+
+    shifted = transforms.photometric(img, np.random.default_rng(seed),
+                                     aug_cfg(rgb_shift_p=1.0, rgb_shift_limit=80))
+    draws = np.random.default_rng(seed)
+    draws.random()  # the rgb_shift_p draw
+    shift = draws.integers(-80, 81, size=channels)
+    np.testing.assert_array_equal(
+        shifted, np.clip(img.astype(np.int16) + shift, 0, 255).astype(np.uint8))
+
+
+def test_hflip_is_the_reversed_view_copied():
+  rng = np.random.default_rng(0)
+  for shape, dtype in [((5, 7), np.uint8), ((5, 7, 1), np.uint8), ((112, 112, 3), np.uint8),
+                       ((6, 4, 3), np.float32), ((6, 4, 1), bool)]:
+    img = (rng.random(shape) * 255).astype(dtype)
+    out = transforms.hflip(img)
+    assert out.dtype == dtype and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, img[:, ::-1])
 
 
 def test_grey_to_colour_repeats_the_channel():

@@ -179,7 +179,7 @@ class _LoadTriple:
     ex = self.data.load(row, draw=epoch)
     rng = np.random.default_rng([self.data.seed, salts.RESTORE_FLIP, row, epoch])
     if self.flip and rng.random() < 0.5:
-      ex = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in ex.items()}
+      ex = {k: transforms.hflip(v) for k, v in ex.items()}
     return ex
 
 

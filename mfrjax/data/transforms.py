@@ -85,7 +85,7 @@ def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: fl
   """
   h, w, c = img.shape
   if flip and rng.random() < 0.5:
-    img = img[:, ::-1]
+    img = hflip(img)
   if max_shift > 0:
     s = 1.0 + rng.uniform(-max_shift, max_shift)
     m = cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, s)
@@ -97,12 +97,40 @@ def augment(img: np.ndarray, rng: np.random.Generator, flip: bool, max_shift: fl
                                            rng.random() < brightness_contrast_p):
     # An affine map of each pixel value: computed once for the 256 values (the very same
     # float32 operations per value, so the same bytes) and applied as a look-up table.
-    mean = img.astype(np.float32).mean()
+    mean = float32_mean(img)
     x = np.arange(256, dtype=np.float32)
     x = (x - mean) * (1 + rng.uniform(-contrast, contrast)) + mean
     x = x + rng.uniform(-brightness, brightness) * 255
-    img = np.clip(x, 0, 255).astype(np.uint8)[img]
+    img = apply_table(img, np.clip(x, 0, 255).astype(np.uint8))
   return np.ascontiguousarray(img)
+
+
+def hflip(img: np.ndarray) -> np.ndarray:
+  """`img[:, ::-1]` as a new C-contiguous array: OpenCV's flip for uint8 images, 25x
+  faster than copying NumPy's reversed view at 112x112x3; the same bytes."""
+  if img.dtype == np.uint8 and img.ndim in (2, 3):
+    return cv2.flip(img, 1).reshape(img.shape)
+  return np.ascontiguousarray(img[:, ::-1])
+
+
+def float32_mean(img: np.ndarray) -> np.float32:
+  """`img.astype(np.float32).mean()` of a uint8 (H, W, C) image, bit for bit, ~5x faster.
+
+  While 255 * size < 2**24 every partial sum of NumPy's float32 summation is an integer
+  that float32 holds exactly, so that sum is the exact integer sum, which OpenCV's
+  float64 `sumElems` also gives; NumPy then divides in float64 and rounds to float32,
+  as done here. Larger images take NumPy's own route.
+  """
+  if img.size * 255 < 2 ** 24 and img.shape[-1] <= 4:
+    return np.float32(sum(cv2.sumElems(img)) / img.size)
+  return img.astype(np.float32).mean()
+
+
+def apply_table(img: np.ndarray, table: np.ndarray) -> np.ndarray:
+  """`table[img]` for uint8 images: a 256-entry table for every channel, or (256, C) with
+  one column per channel. OpenCV's LUT, 4-10x faster than NumPy's indexing."""
+  table = np.ascontiguousarray(table, np.uint8).reshape(256, 1, -1)
+  return cv2.LUT(img, table).reshape(img.shape)
 
 
 def random_crop(img: np.ndarray, rng: np.random.Generator, min_area: float) -> np.ndarray:
@@ -172,7 +200,8 @@ def photometric(img: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:
     img = cv2.filter2D(np.ascontiguousarray(img), -1, kernel).reshape(h, w, c)
   if hit(cfg.rgb_shift_p):
     shift = rng.integers(-cfg.rgb_shift_limit, cfg.rgb_shift_limit + 1, size=c)
-    img = np.clip(img.astype(np.int16) + shift, 0, 255).astype(np.uint8)
+    # = clip(img + shift, 0, 255) per channel, as a table: 10x faster at 112x112x3.
+    img = apply_table(img, np.clip(np.arange(256)[:, None] + shift, 0, 255))
   if hit(cfg.jpeg_p):
     img = jpeg(np.ascontiguousarray(img), rng.integers(cfg.jpeg_quality, 101))
   return np.ascontiguousarray(img)
