@@ -68,6 +68,10 @@ def test_corrupt_and_empty_images_are_named(tmp_path):
   empty.write_bytes(b"")
   with pytest.raises(sources.ImageReadError, match="empty.png"):
     sources.read_image(str(empty))
+  with pytest.raises(sources.ImageReadError, match="gone.png.*No such file"):
+    sources.read_image(str(tmp_path / "gone.png"))
+  with pytest.raises(sources.ImageReadError, match="Is a directory"):
+    sources.read_image(str(tmp_path))
 
 
 def test_reads_orl_pgm(shared_data):
