@@ -186,9 +186,8 @@ class _LoadTriple:
 def train_stream(data: MaskedFaces, rows: np.ndarray, data_cfg, *, global_batch: int,
                  num_epochs: int, seed: int) -> grain.IterDataset:
   """This process's checkpointable stream of training batches of triples."""
-  ds = grain.MapDataset.source(_EpochOrder(rows, seed, num_epochs)).map(
-      _LoadTriple(data, data_cfg.augment.flip))
-  return pipeline.process_stream(ds, data_cfg, global_batch)
+  return pipeline.row_stream(_EpochOrder(rows, seed, num_epochs),
+                             _LoadTriple(data, data_cfg.augment.flip), data_cfg, global_batch)
 
 
 def eval_examples(data: MaskedFaces, rows: np.ndarray, unseen: bool) -> dict[str, np.ndarray]:
