@@ -444,3 +444,27 @@ def test_reader_settings_are_checked_with_their_keys():
   cfg.worker_processes, cfg.cache_mb = 0, -5
   with pytest.raises(ValueError, match="config.data.cache_mb=-5"):
     pipeline.labelled_dataset(fs, groups, cfg, **kw)
+
+
+@pytest.mark.parametrize("n_proc", [1, 2, 3])
+def test_row_batches_are_grains_per_image_batches(n_proc):
+  """RowBatches (one grain element per batch) gives, for every process, the batches of
+  grain's per-image chain `source(rows).map(load)[pid::n_proc].batch(B)`, and as many."""
+  import grain
+
+  rows = np.arange(47) * 3
+
+  def load(r):
+    return {"image": np.full((2, 2, 1), r % 256, np.uint8), "label": np.int32(r),
+            "masked": np.bool_(r % 2)}
+
+  for pid in range(n_proc):
+    ours = pipeline.RowBatches(rows, load, 4, pid, n_proc)
+    grains = grain.MapDataset.source(rows).map(load)[pid::n_proc].batch(4, drop_remainder=True)
+    assert len(ours) == len(grains) > 0
+    for k in range(len(ours)):
+      a, b = ours[k], grains[k]
+      assert a.keys() == b.keys()
+      for key in a:
+        assert a[key].dtype == b[key].dtype
+        np.testing.assert_array_equal(a[key], b[key])
