@@ -64,8 +64,10 @@ def test_overrides_are_typed_and_checked():
                           "optimizer.learning_rate=0.5", "eval.classifiers=knn,svm"])
   assert (cfg.model.dtype, cfg.batch_size, cfg.ema.enabled) == ("bfloat16", 32, False)
   assert cfg.optimizer.learning_rate == 0.5 and cfg.eval.classifiers == ("knn", "svm")
-  with pytest.raises(ValueError, match="no config key 'model.dtyp'"):
+  with pytest.raises(ValueError, match="no config key 'dtyp' in 'model'; did you mean 'dtype'"):
     configs.load(f"{ROOT}/configs/margin.py:smoke", ["model.dtyp=bfloat16"])
+  with pytest.raises(ValueError, match="'batch_size' is a value, not a block"):
+    configs.load(f"{ROOT}/configs/margin.py:smoke", ["batch_size.x=1"])
   with pytest.raises(ValueError, match="expected key=value"):
     configs.load(f"{ROOT}/configs/margin.py:smoke", ["batch_size"])
   with pytest.raises(FileNotFoundError, match="no file"):

@@ -116,14 +116,12 @@ def set_key(cfg: ml_collections.ConfigDict, text: str) -> None:
   key, sep, value = text.partition("=")
   if not sep:
     raise ValueError(f"--set {text!r}: expected key=value")
+  key = key.strip()
+  _check_key(cfg, key, f"--set {text!r}")  # names the nearest key, as for --config.<key>
+  *parents, leaf = key.split(".")
   node = cfg
-  *parents, leaf = key.strip().split(".")
   for p in parents:
-    if p not in node:
-      raise ValueError(f"--set {text!r}: no config key {key!r}")
     node = node[p]
-  if leaf not in node:
-    raise ValueError(f"--set {text!r}: no config key {key!r}")
   old = node[leaf]
   if isinstance(old, bool):
     if value.lower() not in ("true", "false", "1", "0"):
