@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mfrjax import recognition, run_info, train
-from mfrjax.data import sources
+from mfrjax.data import sources, transforms
 from mfrjax.eval import identification, peer
 from mfrjax.prep import landmarks
 from mfrjax.tools import peer_benchmark as tool
@@ -137,7 +137,7 @@ def test_mirror_box_is_the_same_pixels_mirrored():
   img[1:4, 1:3] = 1                                   # columns 1..2, rows 1..3
   x0, y0, x1, y1 = peer.mirror_box((1, 1, 2, 3), img.shape[1])
   assert (x0, y0, x1, y1) == (5, 1, 6, 3)
-  assert peer.mirror(img)[y0:y1 + 1, x0:x1 + 1].all() and peer.mirror(img).sum() == 6
+  assert transforms.hflip(img)[y0:y1 + 1, x0:x1 + 1].all() and transforms.hflip(img).sum() == 6
   assert peer.mirror_box((x0, y0, x1, y1), 8) == (1, 1, 2, 3)
 
 
@@ -148,7 +148,7 @@ def test_dlib_flip_is_its_descriptor_plus_the_mirrored_ones(lfw_protocol):
   p, faces, _ = lfw_protocol
   net = peer.DlibRecogniser()
   img, box = faces.photos[0], faces.boxes[0]
-  m_img, m_box = peer.mirror(img), np.asarray([peer.mirror_box(box, img.shape[1])])
+  m_img, m_box = transforms.hflip(img), np.asarray([peer.mirror_box(box, img.shape[1])])
   plain = net.embed([img], box[None], [img])
   mirrored = net.embed([m_img], m_box, [m_img])
   both = net.embed([img], box[None], [img], flip=True)

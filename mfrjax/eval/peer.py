@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mfrjax import salts
-from mfrjax.data import sources
+from mfrjax.data import sources, transforms
 from mfrjax.eval import identification, verification
 from mfrjax.prep import landmarks, masking
 
@@ -227,14 +227,10 @@ class DlibRecogniser:
     for img, box, ref in zip(images, boxes, fit_on):
       d = self._descriptor(img, box, ref)
       if flip:
-        d = d + self._descriptor(mirror(img), mirror_box(box, img.shape[1]), mirror(ref))
+        d = d + self._descriptor(transforms.hflip(img), mirror_box(box, img.shape[1]),
+                                 transforms.hflip(ref))
       out.append(d)
     return np.asarray(out, np.float32)
-
-
-def mirror(img: np.ndarray) -> np.ndarray:
-  """The photo mirrored left-right."""
-  return np.ascontiguousarray(img[:, ::-1])
 
 
 def mirror_box(box, width: int) -> tuple[int, int, int, int]:
