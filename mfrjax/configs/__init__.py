@@ -77,10 +77,13 @@ def check_argv(argv: list[str]) -> None:
     for prefix in ("--config.", "--noconfig."):
       if a.startswith(prefix):
         key = a[len(prefix):].partition("=")[0]
-        _check_key(cfg, key, f"{prefix}{key} (--config={spec})")
+        _locate_key(cfg, key, f"{prefix}{key} (--config={spec})")
 
 
-def _check_key(cfg: ml_collections.ConfigDict, key: str, where: str) -> None:
+def _locate_key(cfg: ml_collections.ConfigDict, key: str, where: str
+               ) -> tuple[ml_collections.ConfigDict, str]:
+  """(block, name) of the dotted `key` in `cfg`; a ValueError starting with `where` and
+  naming the nearest key when there is none."""
   node, parts = cfg, key.split(".")
   for depth, part in enumerate(parts):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
@@ -92,7 +95,9 @@ def _check_key(cfg: ml_collections.ConfigDict, key: str, where: str) -> None:
           f"; {parent!r} is a value, not a block")
       raise ValueError(f"{where}: no config key {part!r}"
                        + (f" in {parent!r}" if parent else "") + hint)
-    node = node[part]
+    if depth < len(parts) - 1:
+      node = node[part]
+  return node, parts[-1]
 
 
 def load(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
@@ -117,11 +122,7 @@ def set_key(cfg: ml_collections.ConfigDict, text: str) -> None:
   if not sep:
     raise ValueError(f"--set {text!r}: expected key=value")
   key = key.strip()
-  _check_key(cfg, key, f"--set {text!r}")  # names the nearest key, as for --config.<key>
-  *parents, leaf = key.split(".")
-  node = cfg
-  for p in parents:
-    node = node[p]
+  node, leaf = _locate_key(cfg, key, f"--set {text!r}")  # the nearest key, as --config.<key>
   old = node[leaf]
   if isinstance(old, bool):
     if value.lower() not in ("true", "false", "1", "0"):

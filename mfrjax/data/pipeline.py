@@ -75,9 +75,10 @@ def row_stream(rows: Sequence, load, data_cfg, global_batch: int,
   `per_process`: `rows` already holds only this process's rows, in batch order."""
   n_proc, pid = _process_share(global_batch)
   local = global_batch // n_proc
-  batches = RowBatches(rows, load, local) if per_process else RowBatches(rows, load, local,
-                                                                         pid, n_proc)
-  return batched_stream(grain.MapDataset.source(batches), data_cfg)
+  if per_process:
+    n_proc, pid = 1, 0  # every row of `rows` is this process's
+  return batched_stream(grain.MapDataset.source(RowBatches(rows, load, local, pid, n_proc)),
+                        data_cfg)
 
 
 def _process_share(global_batch: int) -> tuple[int, int]:
