@@ -70,7 +70,8 @@ def read(workdir: str) -> dict:
 # the learning rate of every step already taken stays the same (train checks that).
 RESUME_SAFE = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_at_init",
                "eval_every", "resume", "eval.", "data.num_workers", "data.prefetch",
-               "data.worker_processes", "data.cache_mb", "data.reader_nice", "data.groups_csv")
+               "data.worker_processes", "data.cache_mb", "data.reader_nice", "data.groups_csv",
+               "data.check_files")
 RESUME_IF_SCHEDULE_KEPT = ("num_epochs",)
 
 

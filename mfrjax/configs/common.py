@@ -90,6 +90,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.batch_min_images = 2       # identity batches: people with fewer images are not drawn
   d.groups_csv = ""            # identity,group table for per-group results
   d.exclude_list = ""          # images to leave out, one path per line (mfrjax-clean)
+  d.check_files = True         # decode every training file once before step 1 (folder sets)
   d.num_workers = 2            # reader threads (per worker process, if any)
   d.worker_processes = 0       # grain worker processes; 0 = read in the training process
   d.prefetch = 4

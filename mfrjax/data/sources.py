@@ -252,6 +252,10 @@ class FolderFaceSet:
       return read_image(options[variant % len(options)])
     return read_image(self.paths[index])
 
+  def files(self, index: int) -> tuple[str, ...]:
+    """Every file image `index` may be read from: itself and its masked variants."""
+    return (self.paths[index], *self.masked_paths[index])
+
   def file_key(self, index: int, masked: bool, variant: int = 0) -> str:
     """The path `load(index, masked, variant)` reads."""
     if masked:
