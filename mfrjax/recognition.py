@@ -10,14 +10,12 @@ method it runs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import json
 import os
 import re
 from typing import Any, NamedTuple
 
-import cv2
 import jax
 import ml_collections
 import numpy as np
@@ -153,33 +151,17 @@ def check_evaluation_inputs(config, faceset, test_groups) -> None:
 
 
 def check_training_files(config, faceset, train_groups) -> None:
-  """Every file the training stream may read, decoded once before the first step, so a
-  corrupt training image stops the run now, naming it, instead of hours into training.
-
-  Threads, as many as cores: OpenCV's decode releases the interpreter lock. The 7,896
-  aligned LFW PNGs of `margin.py:lfw` took 1.8 s on 2 cores (15,792 with their mask
-  files, 2.8 s). `config.data.check_files=False` skips it, e.g. for a set `mfrjax-clean`
-  has already been through. Face sets held in memory (the synthetic one) have no files.
+  """Every file the training stream may read, decoded once before the first step
+  (`sources.check_decodable`), so a corrupt training image stops the run now, naming it,
+  instead of hours into training. `margin.py:lfw`'s 7,896 aligned LFW PNGs took 1.8 s on 2
+  cores (15,792 with their mask files, 2.8 s). `config.data.check_files=False` skips it,
+  e.g. for a set `mfrjax-clean` has already been through. Face sets held in memory (the
+  synthetic one) have no files.
   """
   if not config.data.check_files or not hasattr(faceset, "files"):
     return
-  paths = [p for g in train_groups for i in g for p in faceset.files(int(i))]
-
-  def problem(path):
-    try:
-      sources.read_image(path)
-      return None
-    except (sources.ImageReadError, cv2.error) as e:
-      return str(e)
-
-  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    bad = [b for b in pool.map(problem, paths) if b]
-  if bad:
-    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
-    raise sources.ImageReadError(
-        f"{len(bad)} of {len(paths)} training image files cannot be read, so training does "
-        "not start. Remove them (mfrjax-clean writes an exclude list for "
-        "config.data.exclude_list) or fix them:\n  " + "\n  ".join(bad[:5]) + more)
+  sources.check_decodable([p for g in train_groups for i in g for p in faceset.files(int(i))],
+                          "training image files")
 
 
 def split_data(config: ml_collections.ConfigDict):

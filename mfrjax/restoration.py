@@ -46,6 +46,7 @@ class Setup:
       raise ValueError("no evaluation image: raise config.data.test_fraction or "
                        "config.data.holdout_percent")
     restore_data.check_readable(self.data, np.concatenate(list(self.eval_groups.values())))
+    restore_data.check_training_files(self.data, self.train_rows)
     self.steps_per_epoch = len(self.train_rows) // config.batch_size
     if self.steps_per_epoch == 0:
       raise ValueError(f"config.batch_size={config.batch_size} is larger than one epoch of "

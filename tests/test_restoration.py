@@ -388,13 +388,18 @@ def test_paper_variants_build_at_112_rgb(name):
     assert out.shape == (2, 112, 112, 3)
 
 
+def _copy_set(lfw_masked, tmp_path):
+  """A copy of the faces and the masking tool's output, to damage."""
+  (root, masked), copy = lfw_masked, (str(tmp_path / "faces"), str(tmp_path / "masked"))
+  shutil.copytree(root, copy[0])
+  for suffix in ("", ".seg"):
+    shutil.copytree(masked + suffix, copy[1] + suffix)
+  shutil.copy(masked + ".manifest.csv", copy[1] + ".manifest.csv")
+  return copy
+
+
 def test_a_corrupt_evaluation_image_stops_before_step_1(lfw_masked, tmp_path):
-  root, masked = lfw_masked
-  bad_masked = str(tmp_path / "masked")
-  shutil.copytree(masked, bad_masked)
-  shutil.copytree(masked + ".seg", bad_masked + ".seg")
-  shutil.copy(masked + ".manifest.csv", bad_masked + ".manifest.csv")
-  c = lfw_config("mask_seg", root, bad_masked)
+  c = lfw_config("mask_seg", *_copy_set(lfw_masked, tmp_path))
   data = restore_data.MaskedFaces(c.data, 0)
   _, groups = data.split()
   victim = int(groups["seen_types"][0])
@@ -403,3 +408,24 @@ def test_a_corrupt_evaluation_image_stops_before_step_1(lfw_masked, tmp_path):
     f.write(b"not a png")
   with pytest.raises(sources.ImageReadError, match=re.escape(path)):
     restoration.Setup(methods.get(c.method), c, mesh_lib.make_mesh(jax.devices()[:1]))
+
+
+def test_a_corrupt_training_file_stops_before_step_1(lfw_masked, tmp_path):
+  """A training row's three files (face, masked face, map) are decoded before step 1 too:
+  without it, a corrupt one stopped the run at the first batch that held it."""
+  c = lfw_config("mask_seg", *_copy_set(lfw_masked, tmp_path))
+  data = restore_data.MaskedFaces(c.data, 0)
+  train_rows, _ = data.split()
+  assert len(data.files(int(train_rows[0]))) == 3
+  victims = [data.files(int(train_rows[0]))[0], data.files(int(train_rows[-1]))[2]]
+  for path in victims:  # a photo and a mask map
+    with open(path, "wb") as f:
+      f.write(b"not an image")
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  with pytest.raises(sources.ImageReadError,
+                     match=r"2 of \d+ training image files \(faces, masked faces, mask maps\)"
+                     ) as e:
+    restoration.Setup(methods.get(c.method), c, mesh)
+  assert all(v in str(e.value) for v in victims)
+  c.data.check_files = False  # skipped: the set builds (and would fail at the batch)
+  restoration.Setup(methods.get(c.method), c, mesh)

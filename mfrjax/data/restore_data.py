@@ -124,6 +124,15 @@ class MaskedFaces:
       return self.faces.describe(i)
     return os.path.join(self.cfg.masked_root, self.rows[i][1])
 
+  def files(self, i: int) -> tuple[str, ...]:
+    """The files row i reads: face, masked face, mask map (none for the synthetic set)."""
+    if self.faces is not None:
+      return ()
+    c = self.cfg
+    src, out, seg_name = self.rows[i]
+    return (os.path.join(c.root, src), os.path.join(c.masked_root, out),
+            os.path.join(c.masked_root.rstrip("/") + ".seg", seg_name))
+
   def load(self, i: int, draw: int = 0, unseen: bool = False) -> dict[str, np.ndarray]:
     """Row i as {'image', 'masked': uint8 (S, S, C), 'seg': uint8 (S, S, 1) in {0, 1}}.
     `draw` seeds a mask drawn at load time (synthetic source); `unseen` draws it of the
@@ -136,10 +145,7 @@ class MaskedFaces:
       masked, seg, _ = masking.apply_mask(img, lm, [self.seed, salts.RESTORE_DRAW, int(i), draw],
                                           types)
     else:
-      src, out, seg_name = self.rows[i]
-      img = sources.read_image(os.path.join(c.root, src))
-      masked = sources.read_image(os.path.join(c.masked_root, out))
-      seg = sources.read_image(os.path.join(c.masked_root.rstrip("/") + ".seg", seg_name))
+      img, masked, seg = (sources.read_image(f) for f in self.files(i))
     size, ch, crop = c.image_size, c.channels, c.crop_fraction
     seg = transforms.preprocess(np.asarray(seg)[..., :1] if np.ndim(seg) == 3 else seg[..., None],
                                 size, 1, crop)
@@ -194,6 +200,14 @@ def eval_examples(data: MaskedFaces, rows: np.ndarray, unseen: bool) -> dict[str
   """The evaluation rows stacked (the same masks on every call)."""
   exs = [data.load(int(r), draw=EVAL_DRAW, unseen=unseen) for r in rows]
   return {k: np.stack([e[k] for e in exs]) for k in exs[0]}
+
+
+def check_training_files(data: MaskedFaces, rows: np.ndarray) -> None:
+  """Every file of the training rows decoded once before the first step
+  (`sources.check_decodable`); `config.data.check_files=False` skips it."""
+  if data.cfg.check_files:
+    sources.check_decodable([f for r in rows for f in data.files(int(r))],
+                            "training image files (faces, masked faces, mask maps)")
 
 
 def check_readable(data: MaskedFaces, rows: np.ndarray) -> None:

