@@ -96,3 +96,13 @@ def add_landmark_flags(parser) -> None:
                       help="detector: dlib's 68-point (best) or 5-point (CC0 data) model")
   parser.add_argument("--upsample", type=int, default=1,
                       help="detector: upsamplings before detection (1 finds ~40 px faces)")
+
+
+def add_format_flags(parser) -> None:
+  """--format and --quality of the images a data tool writes (sources.WRITE_FORMATS)."""
+  from mfrjax.data import sources  # pylint: disable=import-outside-toplevel
+  parser.add_argument("--format", default="png", choices=sources.WRITE_FORMATS,
+                      dest="image_format",
+                      help="png (lossless) or jpg (read 2.2x faster in training)")
+  parser.add_argument("--quality", type=int, default=sources.JPEG_QUALITY,
+                      help="JPEG quality of --format=jpg, 1-100")

@@ -186,6 +186,34 @@ def test_align_folder_from_a_landmarks_file_reports_every_skip(tmp_path, capsys)
   assert s.written == 2
 
 
+def test_jpg_crops_are_the_png_crops_up_to_jpeg_loss(tmp_path):
+  table = write_faces(tmp_path / "raw")
+  landmarks.write_csv(str(tmp_path / "lm.csv"), table)
+  common = [f"--root={tmp_path / 'raw'}", f"--landmarks={tmp_path / 'lm.csv'}", "--quiet"]
+  assert tool.main(common + [f"--out={tmp_path / 'png'}"]) == 0
+  assert tool.main(common + [f"--out={tmp_path / 'jpg'}", "--format=jpg"]) == 0
+  for rel in table:
+    name = rel.replace(".jpg", "")
+    png = cv2.imread(str(tmp_path / "png" / f"{name}.png"))
+    with open(tmp_path / "jpg" / f"{name}.jpg", "rb") as f:
+      assert f.read(3) == b"\xff\xd8\xff"                # a JPEG, whatever its name says
+    jpg = cv2.imread(str(tmp_path / "jpg" / f"{name}.jpg"))
+    assert jpg.shape == png.shape == (112, 112, 3)
+    diff = np.abs(jpg.astype(int) - png.astype(int))
+    assert diff.mean() < 2.0 and diff.max() > 0            # quality 95: close, not identical
+  # The crop landmarks name the .jpg files, so mask_landmarks and the mask tool find them.
+  assert sorted(landmarks.read_csv(str(tmp_path / "jpg.crop_landmarks.csv"))) == [
+      f"id{i}/a.jpg" for i in range(3)]
+  low = tmp_path / "low"
+  assert tool.main(common + [f"--out={low}", "--format=jpg", "--quality=20"]) == 0
+  small, large = (d / "id0" / "a.jpg" for d in (low, tmp_path / "jpg"))
+  assert small.stat().st_size < large.stat().st_size
+  with pytest.raises(ValueError, match=r"--quality=0 must be in \[1, 100\]"):
+    align.align_folder(str(tmp_path / "raw"), str(tmp_path / "q0"), image_format="jpg",
+                       quality=0, landmarks=str(tmp_path / "lm.csv"))
+  assert not (tmp_path / "q0").exists()
+
+
 def test_align_tool_help(capsys):
   with pytest.raises(SystemExit) as e:
     tool.main(["--help"])

@@ -88,6 +88,26 @@ def test_folder_tool_output_is_worker_independent_and_loads_as_masked_root(tmp_p
     mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "m1"))
 
 
+def test_jpg_masked_images_keep_png_maps_and_load_as_masked_root(tmp_path):
+  write_set(tmp_path / "faces")
+  for fmt in ("png", "jpg"):
+    assert tool.main([f"--root={tmp_path / 'faces'}", f"--out={tmp_path / fmt}", "--quiet",
+                      "--box=0.9", f"--format={fmt}"]) == 0
+  rows = list(csv.DictReader(open(tmp_path / "jpg.manifest.csv")))
+  assert rows[0]["output"] == "synthetic_00000/img0_mask.jpg"
+  assert rows[0]["segmentation"] == "synthetic_00000/img0_mask.png"   # maps stay lossless
+  png = cv2.imread(str(tmp_path / "png" / "synthetic_00000/img0_mask.png"), 0)
+  jpg = cv2.imread(str(tmp_path / "jpg" / "synthetic_00000/img0_mask.jpg"), 0)
+  assert 0 < np.abs(png.astype(int) - jpg.astype(int)).mean() < 2.0  # JPEG at quality 95
+  np.testing.assert_array_equal(cv2.imread(str(tmp_path / "png.seg/synthetic_00000/img0_mask.png")),
+                                cv2.imread(str(tmp_path / "jpg.seg/synthetic_00000/img0_mask.png")))
+  fs = sources.FolderFaceSet(str(tmp_path / "faces"), masked_root=str(tmp_path / "jpg"))
+  np.testing.assert_array_equal(fs.load(0, True)[..., 0], jpg)
+  with pytest.raises(ValueError, match="unknown --format='gif'"):
+    mask_dataset.mask_folder(str(tmp_path / "faces"), str(tmp_path / "gif"), image_format="gif")
+  assert not (tmp_path / "gif").exists()
+
+
 def test_landmark_file_reports_missing_and_bad_landmarks(tmp_path, monkeypatch):
   write_set(tmp_path / "faces")
   lm = masking.template_landmarks(64, 64, 0.9)

@@ -44,6 +44,31 @@ MASK_TAG = "_mask"
 HOLDOUT_SALT = "mfrjax-holdout:"
 
 
+# The files the data tools write (mfrjax-align, mfrjax-mask: --format, --quality). png
+# (default) is lossless; jpg at quality 95 (as insightface packs its training sets) is
+# read and decoded 2.2x faster (53 vs 117 us per aligned 112x112 LFW crop) from 1.85x
+# fewer bytes, so a training pipeline reads more images per core (README: Throughput and
+# bf16), for a second, light JPEG loss (0.72 grey levels per pixel on average there) on
+# photos that were JPEGs already.
+WRITE_FORMATS = ("png", "jpg")
+JPEG_QUALITY = 95
+
+
+def check_write_format(image_format: str, quality: int) -> None:
+  """Raises ValueError naming the flag for a format or quality `write_image` refuses."""
+  if image_format not in WRITE_FORMATS:
+    raise ValueError(f"unknown --format={image_format!r}; valid: {WRITE_FORMATS}")
+  if not 1 <= quality <= 100:
+    raise ValueError(f"--quality={quality} must be in [1, 100] (JPEG quality)")
+
+
+def write_image(path: str, img: np.ndarray, quality: int = JPEG_QUALITY) -> bool:
+  """Writes `img` in the format its extension names (`quality` for .jpg); False if
+  OpenCV could not write it."""
+  params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if path.endswith(".jpg") else []
+  return bool(cv2.imwrite(path, img, params))
+
+
 class ImageReadError(IOError):
   """An image file could not be decoded; the message names the file."""
 

@@ -14,7 +14,8 @@ residual passes `max_residual` (default 12 px) are reported as bad and the image
 skipped.
 
     <root>/<identity>/<image>.<ext>    input, never modified
-    <out>/<identity>/<image>.png       aligned crop (png: no second JPEG loss)
+    <out>/<identity>/<image>.png       aligned crop (png: no second JPEG loss), or .jpg
+                                       with --format=jpg (sources.WRITE_FORMATS says when)
     <out>.landmarks.csv                the five source points used (path,x1,y1,...,x5,y5),
                                        reusable as mfrjax-mask --landmarks=<csv>
     <out>.crop_landmarks.csv           the same points in each crop (output path), where
@@ -75,7 +76,8 @@ def align(img: np.ndarray, lm: np.ndarray, size: str = "112x112"
 
 
 def align_one(rel: str, *, root: str, out: str, source: face_points.Source, size: str,
-              max_residual: float):
+              max_residual: float, image_format: str = "png",
+              quality: int = sources.JPEG_QUALITY):
   """('ok', manifest row, landmarks, landmarks in the crop) or ('skip', rel, reason)."""
   img, lm, why = source.read(root, rel)
   if lm is None:
@@ -83,33 +85,37 @@ def align_one(rel: str, *, root: str, out: str, source: face_points.Source, size
   m, placed, residual = fit(lm, size)
   if residual > max_residual:
     return ("skip", rel, f"bad landmarks: fit residual over {max_residual:g} px")
-  name = output_name(rel)
+  name = output_name(rel, image_format)
   dst = os.path.join(out, name)
   os.makedirs(os.path.dirname(dst), exist_ok=True)
-  if not cv2.imwrite(dst, warp(img, m, size)):
+  if not sources.write_image(dst, warp(img, m, size), quality):
     return ("skip", rel, f"cannot write {dst}")
   return ("ok", [rel, name, source.name, f"{residual:.2f}"], lm, placed)
 
 
-def output_name(rel: str) -> str:
+def output_name(rel: str, image_format: str = "png") -> str:
   p = pathlib.Path(rel)
-  return str(p.parent / f"{p.stem}.png")
+  return str(p.parent / f"{p.stem}.{image_format}")
 
 
 def align_folder(root: str, out: str, *, landmarks: str = "detector", size: str = "112x112",
                  box: float = 1.0, landmark_model: str = "68", upsample: int = 1,
                  max_residual: float = MAX_RESIDUAL, workers: int = 1, limit: int = 0,
-                 quiet: bool = False) -> Summary:
+                 quiet: bool = False, image_format: str = "png",
+                 quality: int = sources.JPEG_QUALITY) -> Summary:
   """Aligns every image under `root` into the new folder `out` (module docstring)."""
   template(size)
+  sources.check_write_format(image_format, quality)
   source = face_points.Source(landmarks, box=box, model=landmark_model, upsample=upsample)
   require_new(out, out + ".landmarks.csv", out + ".crop_landmarks.csv", out + ".manifest.csv")
   files = sources.list_images(root)[:limit or None]
   summary, t0 = Summary(), time.perf_counter()
-  todo = one_per_output(files, output_name, summary)
+  name = functools.partial(output_name, image_format=image_format)
+  todo = one_per_output(files, name, summary)
   os.makedirs(out)
   fn = functools.partial(align_one, root=root, out=out, source=source, size=size,
-                         max_residual=max_residual)
+                         max_residual=max_residual, image_format=image_format,
+                         quality=quality)
   rows, table, in_crops = [], {}, {}
   for r in map_progress(fn, todo, workers=workers, desc="aligning", quiet=quiet):
     if r[0] == "ok":

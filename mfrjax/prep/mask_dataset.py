@@ -1,8 +1,10 @@
 """Masks a whole folder face set into the trainer's on-disk format (mfrjax-mask).
 
     <root>/<identity>/<image>.<ext>            input, never modified
-    <out>/<identity>/<image>_mask.png          masked variant (config.data.masked_root=<out>)
+    <out>/<identity>/<image>_mask.png          masked variant (config.data.masked_root=<out>);
+                                               .jpg with --format=jpg
     <out>.seg/<identity>/<image>_mask.png      binary segmentation map of the mask region
+                                               (always png: lossless)
     <out>.manifest.csv                         source, output, map, type, colour, landmarks
 
 Landmarks (data/landmarks.Source) come from the canonical template (aligned crops; `box`
@@ -38,27 +40,27 @@ def image_seed(seed: int, rel: str) -> list[int]:
 
 
 def mask_one(rel: str, *, root: str, out: str, seed: int, source: landmarks.Source,
-             types: tuple[str, ...]):
+             types: tuple[str, ...], image_format: str = "png",
+             quality: int = sources.JPEG_QUALITY):
   """Masks one image; returns ('ok', manifest row) or ('skip', rel, reason)."""
   img, lm, why = source.read(root, rel)
   if lm is None:
     return ("skip", rel, why)
   masked, seg, info = masking.apply_mask(img, lm, image_seed(seed, rel), types)
-  name = output_name(rel)
-  for base, arr in ((out, masked), (out + ".seg", seg)):
-    dst = os.path.join(base, name)
+  name, seg_name = output_name(rel, image_format), output_name(rel)  # maps stay lossless
+  for dst, arr in ((os.path.join(out, name), masked), (os.path.join(out + ".seg", seg_name), seg)):
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if not cv2.imwrite(dst, arr):
+    if not sources.write_image(dst, arr, quality):
       return ("skip", rel, f"cannot write {dst}")
-  return ("ok", {"source": rel, "output": name, "segmentation": name,
+  return ("ok", {"source": rel, "output": name, "segmentation": seg_name,
                  "mask_type": info.mask_type, "colour_bgr": list(info.colour),
                  "pattern": info.pattern, "landmarks": np.round(lm, 2).tolist(),
                  "landmark_source": source.name})
 
 
-def output_name(rel: str) -> str:
+def output_name(rel: str, image_format: str = "png") -> str:
   p = pathlib.Path(rel)
-  return str(p.parent / f"{p.stem}{sources.MASK_TAG}.png")
+  return str(p.parent / f"{p.stem}{sources.MASK_TAG}.{image_format}")
 
 
 def _source(spec, box, model, upsample, types) -> landmarks.Source:
@@ -71,15 +73,17 @@ def _source(spec, box, model, upsample, types) -> landmarks.Source:
 def mask_folder(root: str, out: str, *, seed: int = 0, landmarks: str = "template",
                 box: float = 1.0, types=masking.MASK_TYPES, workers: int = 1,
                 limit: int = 0, quiet: bool = False, landmark_model: str = "68",
-                upsample: int = 1) -> Summary:
+                upsample: int = 1, image_format: str = "png",
+                quality: int = sources.JPEG_QUALITY) -> Summary:
   """Masks every unmasked image under `root` (module docstring). Returns the summary;
   `out` must not exist yet (nothing is overwritten)."""
+  sources.check_write_format(image_format, quality)
   source = _source(landmarks, box, landmark_model, upsample, types)
   require_new(out, out + ".seg", out + ".manifest.csv")
   files = sources.list_images(root)[:limit or None]
   os.makedirs(out)
   fn = functools.partial(mask_one, root=root, out=out, seed=seed, source=source,
-                         types=tuple(types))
+                         types=tuple(types), image_format=image_format, quality=quality)
   summary, rows, t0 = Summary(), [], time.perf_counter()
   todo = one_per_output(files, output_name, summary)
   for r in map_progress(fn, todo, workers=workers, desc="masking", quiet=quiet):

@@ -5,13 +5,13 @@
     mfrjax-mask --root=/data/photos --out=/data/photos_masked --landmarks=detector
     mfrjax-mask --root=/data/aligned --preview=12 --preview_out=sheet.png
 
-Writes <out>/<identity>/<image>_mask.png (train with --config.data.masked_root=<out>),
-<out>.seg/ (binary maps of the mask region) and <out>.manifest.csv (source, output, mask
-type, colour, pattern, landmarks). Landmarks: `template` (aligned crops; --box places the
-template in the central square of centred photos, e.g. 0.5 for LFW's 250x250), `detector`
-(dlib, the `landmarks` extra: pip install 'mfrjax[landmarks]') or a CSV
-`path,x1,y1,...,x5,y5` (eyes, nose tip, mouth corners; paths relative to --root; the
-<out>.landmarks.csv that mfrjax-align writes is one).
+Writes <out>/<identity>/<image>_mask.png (.jpg with --format=jpg; train with
+--config.data.masked_root=<out>), <out>.seg/ (binary maps of the mask region, always png)
+and <out>.manifest.csv (source, output, mask type, colour, pattern, landmarks). Landmarks:
+`template` (aligned crops; --box places the template in the central square of centred
+photos, e.g. 0.5 for LFW's 250x250), `detector` (dlib, the `landmarks` extra: pip install
+'mfrjax[landmarks]') or a CSV `path,x1,y1,...,x5,y5` (eyes, nose tip, mouth corners; paths
+relative to --root; the <out>.landmarks.csv that mfrjax-align writes is one).
 Same --seed, same masks, whatever --workers. --preview only writes a contact sheet.
 """
 
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
   p.add_argument("--types", default=",".join(masking.MASK_TYPES),
                  help=f"comma-separated subset of {','.join(masking.MASK_TYPES)}")
   p.add_argument("--seed", type=int, default=0)
+  cli.add_format_flags(p)  # of the masked images; the maps are always png (lossless)
   p.add_argument("--workers", type=int, default=1, help="processes")
   p.add_argument("--limit", type=int, default=0, help="mask only the first N images")
   p.add_argument("--preview", type=int, default=0, help="contact sheet of N images only")
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     p.error("--out is required (or --preview)")
   summary = mask_dataset.mask_folder(args.root, args.out, seed=args.seed,
                                      workers=args.workers, limit=args.limit, quiet=args.quiet,
+                                     image_format=args.image_format, quality=args.quality,
                                      **where)
   print(summary.text())
   return 0
