@@ -26,6 +26,12 @@ flags.DEFINE_bool("debug", False, "Show the traceback of an error instead of one
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# This package's own folder. A record from a file outside it is a library's, wherever the
+# package lives: the README's install puts the venv (and orbax) inside a checkout that is
+# usually named mfrjax, so a "/mfrjax/" in the path does not tell them apart.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 class _QuietLibraries:
   """Drops INFO records from orbax's and grain's internals, and the tracebacks that
   library code logs (orbax logs one per writer thread when a save fails, asyncio one more
@@ -33,7 +39,7 @@ class _QuietLibraries:
   the error that stops the run is reported once by main. `--debug` keeps everything."""
 
   def filter(self, record):
-    if "/mfrjax/" not in record.pathname:
+    if not os.path.abspath(record.pathname).startswith(_PACKAGE_DIR):
       record.exc_info, record.exc_text = None, None
     if any(n in record.pathname for n in ("/orbax/", "/grain/")):
       return record.levelno > 20
