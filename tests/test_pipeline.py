@@ -449,18 +449,31 @@ def test_reader_settings_are_checked_with_their_keys():
 @pytest.mark.parametrize("n_proc", [1, 2, 3])
 def test_row_batches_are_grains_per_image_batches(n_proc):
   """RowBatches (one grain element per batch) gives, for every process, the batches of
-  grain's per-image chain `source(rows).map(load)[pid::n_proc].batch(B)`, and as many."""
+  grain's per-image chain `source(rows).map(load)[pid::n_proc].batch(B)`, and as many,
+  with each row's draws from `default_rng(load.entropy(row))`."""
   import grain
 
   rows = np.arange(47) * 3
 
-  def load(r):
-    return {"image": np.full((2, 2, 1), r % 256, np.uint8), "label": np.int32(r),
-            "masked": np.bool_(r % 2)}
+  class Load:
+    """A row loader whose example holds its row's first draws."""
+
+    def entropy(self, r):
+      return 5, 43, r
+
+    def __call__(self, r, rng):
+      return {"image": np.full((2, 2, 1), r % 256, np.uint8), "label": np.int32(r),
+              "masked": np.bool_(r % 2), "draw": rng.random(2)}
+
+  load = Load()
+
+  def reference(r):  # the row seeded on its own, as the streams did before RowBatches
+    return load(r, np.random.default_rng(list(load.entropy(r))))
 
   for pid in range(n_proc):
     ours = pipeline.RowBatches(rows, load, 4, pid, n_proc)
-    grains = grain.MapDataset.source(rows).map(load)[pid::n_proc].batch(4, drop_remainder=True)
+    grains = grain.MapDataset.source(rows).map(reference)[pid::n_proc].batch(
+        4, drop_remainder=True)
     assert len(ours) == len(grains) > 0
     for k in range(len(ours)):
       a, b = ours[k], grains[k]

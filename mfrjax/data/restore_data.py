@@ -180,10 +180,13 @@ class _LoadTriple:
   def __init__(self, data: MaskedFaces, flip: bool):
     self.data, self.flip = data, flip
 
-  def __call__(self, item):
+  def entropy(self, item) -> tuple[int, ...]:
+    row, epoch = item
+    return self.data.seed, salts.RESTORE_FLIP, row, epoch
+
+  def __call__(self, item, rng: np.random.Generator):
     row, epoch = item
     ex = self.data.load(row, draw=epoch)
-    rng = np.random.default_rng([self.data.seed, salts.RESTORE_FLIP, row, epoch])
     if self.flip and rng.random() < 0.5:
       ex = {k: transforms.hflip(v) for k, v in ex.items()}
     return ex
