@@ -379,6 +379,36 @@ def test_reader_threads_yield_to_the_trainer(monkeypatch):
       pipeline.labelled_dataset(fs, groups, cfg, **kw)
 
 
+class OpenCVThreads:
+  """A row loader whose example is the OpenCV thread count where the row was read."""
+
+  def entropy(self, row):
+    return 0, 1, int(row)
+
+  def __call__(self, row, rng):
+    import cv2
+    return {"threads": np.int32(cv2.getNumThreads())}
+
+
+def test_readers_run_opencv_sequentially_in_every_process():
+  """OpenCV's own thread pool is off in the training process once a stream is built and
+  in grain's worker processes (config.data.worker_processes), whatever it was before."""
+  import cv2
+  cfg = load_config("margin", "smoke").data
+  before = cv2.getNumThreads()
+  try:
+    cv2.setNumThreads(2)
+    stream = pipeline.row_stream(np.arange(8), OpenCVThreads(), cfg, 4)
+    assert cv2.getNumThreads() == 1
+    np.testing.assert_array_equal(next(iter(stream))["threads"], 1)
+    cfg.worker_processes = 1
+    stream = pipeline.row_stream(np.arange(8), OpenCVThreads(), cfg, 4)
+    cv2.setNumThreads(2)  # what a worker would start with but for its start-up hook
+    np.testing.assert_array_equal(next(iter(stream))["threads"], 1)
+  finally:
+    cv2.setNumThreads(before)
+
+
 class CountingFaceSet:
   """Wraps a face set and counts its loads (what the cache must save)."""
 
