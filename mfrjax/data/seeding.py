@@ -3,7 +3,7 @@
 Every row of the image, identity and mask-removal streams draws its augmentations from
 `np.random.default_rng([seed, SALT, row, ...])` (salts.py), so a row's draws follow its
 global index whatever the process count, and a resumed run draws the same numbers. One
-`default_rng` per row costs 12-24 us on a 2-core CPU, most of it NumPy's SeedSequence
+`default_rng` per row costs 10-24 us on a 2-core CPU, most of it NumPy's SeedSequence
 hashing the few seed words in Python-level steps: a fifth of a small image's whole input
 work (README: Throughput and bf16). `generators` gives the very same generators (the
 same PCG64 state, so the same draws) for a batch of rows with that hashing done once,
