@@ -4,6 +4,7 @@ import os
 import sys
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
@@ -386,14 +387,12 @@ class OpenCVThreads:
     return 0, 1, int(row)
 
   def __call__(self, row, rng):
-    import cv2
     return {"threads": np.int32(cv2.getNumThreads())}
 
 
 def test_readers_run_opencv_sequentially_in_every_process():
   """OpenCV's own thread pool is off in the training process once a stream is built and
   in grain's worker processes (config.data.worker_processes), whatever it was before."""
-  import cv2
   cfg = load_config("margin", "smoke").data
   before = cv2.getNumThreads()
   try:

@@ -55,9 +55,10 @@ class _SeedWords(ISeedSequence):
     return self.words
 
 
-def _hashmix(value: np.ndarray, k: int) -> np.ndarray:
-  """SeedSequence's k-th hashmix call on uint32 values held in uint64 (no overflow)."""
-  value = (value ^ _HASH_A[k]) * _HASH_A[k + 1] & _MASK32
+def _hashmix(value: np.ndarray, k: int, consts: np.ndarray = _HASH_A) -> np.ndarray:
+  """SeedSequence's k-th hash of uint32 values held in uint64 (no overflow): `mix_entropy`'s
+  hashmix with its constants (_HASH_A), or `generate_state`'s with its own (_HASH_B)."""
+  value = (value ^ consts[k]) * consts[k + 1] & _MASK32
   return value ^ (value >> 16)
 
 
@@ -77,8 +78,7 @@ def _pcg64_words(entropy: np.ndarray) -> np.ndarray:
         pool[dst] = mixed ^ (mixed >> 16)
   words = np.empty((n, 2 * _POOL), np.uint32)
   for i in range(2 * _POOL):  # generate_state: the pool cycled, each word hashed again
-    v = (pool[i % _POOL] ^ _HASH_B[i]) * _HASH_B[i + 1] & _MASK32
-    words[:, i] = v ^ (v >> 16)
+    words[:, i] = _hashmix(pool[i % _POOL], i, _HASH_B)
   return words.astype("<u4").view("<u8").astype(np.uint64)  # as NumPy pairs them
 
 
