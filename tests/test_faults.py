@@ -4,6 +4,7 @@ evaluation inputs found before training, two runs on one workdir, and the comman
 one-line errors (README: What happens when)."""
 
 import errno
+import io
 import json
 import os
 import re
@@ -449,6 +450,46 @@ def test_library_tracebacks_are_left_out_of_the_log():
   assert not quiet.filter(record("/site/orbax/checkpoint/future.py", std_logging.INFO))
   own = record(os.path.join(package, "train.py"))
   assert quiet.filter(own) and own.exc_info is not None
+
+
+def test_a_library_error_shows_once_per_place_on_one_line():
+  """CI's full-disk run of 2026-12-07: asyncio logged a two-line "Task exception was never
+  retrieved" for each write task collected before exit, 66 lines where 20 are usual."""
+  import logging as std_logging
+
+  from mfrjax import main as main_lib
+
+  stream = io.StringIO()
+  handler = std_logging.StreamHandler(stream)
+  handler.addFilter(main_lib._QuietLibraries())
+  log = std_logging.getLogger("test_quiet_libraries")
+  log.propagate = False
+  log.addHandler(handler)
+  try:
+    def emit(path, line, msg, *args, level=std_logging.ERROR):
+      log.handle(std_logging.LogRecord(log.name, level, path, line, msg, args, None))
+
+    asyncio_site = "/usr/lib/python3.11/asyncio/base_events.py"
+    for task in range(30):
+      emit(asyncio_site, 1771, "Task exception was never retrieved\nfuture: <Task %s "
+           "exception=ValueError('No space left on device')>", f"Task-{task}")
+    emit("/site/orbax/checkpoint/future.py", 387, "[thread=%s] raised: %s", "a", "full")
+    emit("/site/orbax/checkpoint/future.py", 387, "[thread=%s] raised: %s", "b", "full")
+    emit("/site/jax/_src/xla_bridge.py", 9, "a library warning\nsays %s", "twice",
+         level=std_logging.WARNING)
+    emit("/site/jax/_src/xla_bridge.py", 9, "a library warning\nsays %s", "twice",
+         level=std_logging.WARNING)
+    own = os.path.join(os.path.dirname(main_lib.__file__), "train.py")
+    emit(own, 5, "step %d: loss is NaN\nsee %s", 1, "run.json")
+    emit(own, 5, "step %d: loss is NaN\nsee %s", 2, "run.json")
+  finally:
+    log.removeHandler(handler)
+  assert stream.getvalue().splitlines() == [
+      "Task exception was never retrieved future: <Task Task-0 "
+      "exception=ValueError('No space left on device')>",
+      "[thread=a] raised: full",
+      "a library warning", "says twice", "a library warning", "says twice",
+      "step 1: loss is NaN", "see run.json", "step 2: loss is NaN", "see run.json"]
 
 
 def test_errors_no_code_can_catch_are_one_warning_each(monkeypatch, caplog, capfd):
